@@ -1,0 +1,382 @@
+"""Metric sinks: where the host writes each chunk of training metrics.
+
+The training engine runs a batch of N runs and hands the host one chunk at a time:
+``metrics[name]`` of shape ``[N, L]`` (L updates in the chunk), ``first_update`` (global index of
+the chunk's first update) and ``steps_per_update`` (environment steps per update per run).
+
+Row-based sinks (:class:`CsvSink`, :class:`JsonlSink`) write one row per (run, update) with the
+columns: the run's labels (e.g. ``config``, ``seed``, ``learning_rate``), ``update``,
+``env_steps = (update + 1) * steps_per_update`` (per run), then every metric as a float.
+Per-episode metrics (``episode_return``, ``episode_length``) are written as missing (empty CSV
+cell, JSON ``null``) where ``episodes == 0``, never as a fake 0; so is any NaN value (and, in
+JSON, which has no infinities, any infinite one). Floats are written as the shortest decimal that
+round-trips at their own precision (float32 0.1 as ``0.1``). Files are
+flushed and fsynced after every chunk, so a crash loses nothing already written. With
+``resume=True`` they are appended to without a second header; rows of updates after the last
+checkpoint may then appear twice, and readers should keep the last row per (run, update).
+
+:class:`TensorBoardSink` imports tensorboardX lazily, so the other sinks work without it.
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "PER_EPISODE_METRICS",
+    "CsvSink",
+    "JsonlSink",
+    "MetricSink",
+    "MultiSink",
+    "TensorBoardSink",
+    "chunk_table",
+    "label_value",
+    "masked_metrics",
+]
+
+# Metrics that are a mean over the episodes completed in an update: undefined where episodes == 0.
+PER_EPISODE_METRICS: tuple[str, ...] = ("episode_return", "episode_length")
+# Name of the metric that counts the episodes completed in an update.
+EPISODE_COUNT = "episodes"
+# Columns every row has between the run labels and the metrics.
+INDEX_COLUMNS: tuple[str, ...] = ("update", "env_steps")
+# TensorBoardSink logs per-run curves only up to this many runs (beyond that they are unreadable).
+MAX_RUNS_PER_RUN_CURVES = 16
+
+Metrics = Mapping[str, np.ndarray]
+Labels = Mapping[str, Any]
+
+
+@runtime_checkable
+class MetricSink(Protocol):
+    """Receives metric chunks of shape ``[N, L]`` from the training loop."""
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Record one chunk: ``metrics[name][n, l]`` belongs to run n at update ``first_update + l``."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the sink's resources; no write may follow."""
+        ...
+
+
+class _ClosingSink(abc.ABC):
+    """Context-manager support for sinks: ``with CsvSink(...) as sink:`` closes it on exit."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release the sink's resources."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def label_value(value: Any) -> Any:
+    """A run label as a plain Python scalar, for CSV and JSON.
+
+    NumPy and JAX scalars become Python scalars; floats keep the shortest decimal that round-trips
+    at their own precision, so a float32 learning rate of 3e-4 is written ``0.0003`` (not
+    ``0.0003000000142492354``) and matches the config value when filtering results.
+    """
+    if hasattr(value, "dtype") and np.ndim(value) == 0:
+        value = np.asarray(value)[()]
+    if isinstance(value, np.floating):
+        return float(str(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_chunk(metrics: Metrics, num_runs: int, first_update: int, steps_per_update: int) -> int:
+    """Validate a chunk against the sink's runs; returns the number of updates L."""
+    if not metrics:
+        raise ValueError("metrics is empty; pass at least one metric array of shape [N, L].")
+    if first_update < 0 or steps_per_update <= 0:
+        raise ValueError(
+            f"need first_update >= 0 and steps_per_update > 0, got {first_update} and {steps_per_update}."
+        )
+    shapes = {name: np.shape(array) for name, array in metrics.items()}
+    first_shape = next(iter(shapes.values()))
+    if len(first_shape) != 2 or any(shape != first_shape for shape in shapes.values()):
+        raise ValueError(f"every metric must have the same shape [N, L]; got {shapes}.")
+    if first_shape[0] != num_runs:
+        raise ValueError(
+            f"metrics have {first_shape[0]} runs but the sink has {num_runs} run labels; "
+            "pass one label dict per run."
+        )
+    missing_count = [name for name in PER_EPISODE_METRICS if name in metrics and EPISODE_COUNT not in metrics]
+    if missing_count:
+        raise ValueError(f"{missing_count} need the '{EPISODE_COUNT}' metric to tell where they are defined.")
+    return first_shape[1]
+
+
+def _as_float(array: Any) -> np.ndarray:
+    """A host copy of `array` as floats: float dtypes kept (float32 stays float32), others float64."""
+    array = np.asarray(array)
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
+
+
+def masked_metrics(metrics: Metrics) -> dict[str, np.ndarray]:
+    """Float copies of the metrics with per-episode metrics set to NaN where ``episodes == 0``."""
+    out = {name: _as_float(array) for name, array in metrics.items()}
+    if EPISODE_COUNT in out:
+        no_episode = out[EPISODE_COUNT] <= 0
+        for name in PER_EPISODE_METRICS:
+            if name in out:
+                out[name] = np.where(no_episode, np.nan, out[name])
+    return out
+
+
+def _label_columns(run_labels: Sequence[Labels]) -> tuple[str, ...]:
+    """The label keys shared by every run, in the order of the first run's labels."""
+    if not run_labels:
+        raise ValueError("run_labels is empty; pass one label dict per run, e.g. [{'seed': 0}, {'seed': 1}].")
+    columns = tuple(run_labels[0])
+    for index, labels in enumerate(run_labels):
+        if set(labels) != set(columns):
+            raise ValueError(
+                f"run {index} has label keys {sorted(labels)} but run 0 has {sorted(columns)}; "
+                "give every run the same label keys."
+            )
+    reserved = set(columns) & set(INDEX_COLUMNS)
+    if reserved:
+        raise ValueError(f"label keys {sorted(reserved)} clash with the columns {INDEX_COLUMNS}; rename them.")
+    return columns
+
+
+def chunk_table(
+    run_labels: Sequence[Labels], metrics: Metrics, first_update: int, steps_per_update: int
+) -> dict[str, np.ndarray]:
+    """The chunk as columns of N * L rows, run-major (all updates of run 0, then run 1, ...).
+
+    Columns in order: the label keys (object arrays of plain Python values), ``update``,
+    ``env_steps = (update + 1) * steps_per_update``, then the metrics from :func:`masked_metrics`.
+    """
+    label_keys = _label_columns(run_labels)
+    num_updates = _check_chunk(metrics, len(run_labels), first_update, steps_per_update)
+    clash = set(metrics) & (set(label_keys) | set(INDEX_COLUMNS))
+    if clash:
+        raise ValueError(f"metric names {sorted(clash)} clash with label or index columns; rename them.")
+    table: dict[str, np.ndarray] = {}
+    for key in label_keys:
+        per_run = np.empty(len(run_labels), dtype=object)
+        per_run[:] = [label_value(labels[key]) for labels in run_labels]
+        table[key] = np.repeat(per_run, num_updates)
+    table["update"] = np.tile(np.arange(first_update, first_update + num_updates), len(run_labels))
+    table["env_steps"] = (table["update"] + 1) * steps_per_update
+    table.update((name, values.ravel()) for name, values in masked_metrics(metrics).items())
+    return table
+
+
+def _json_column(column: np.ndarray) -> list[Any]:
+    """Plain Python values of one column; non-finite floats (JSON has none) become None.
+
+    Float32 values are widened through their shortest decimal (0.1f → 0.1, not
+    0.10000000149011612), matching what the CSV sink writes.
+    """
+    if column.dtype.kind == "f" and column.dtype.itemsize < 8:
+        column = column.astype(str).astype(np.float64)
+    values = column.tolist()
+    if column.dtype.kind == "O" or (column.dtype.kind == "f" and not np.all(np.isfinite(column))):
+        values = [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+    return values
+
+
+def _sync(file: IO[str]) -> None:
+    """Push written data through Python's and the OS's buffers to disk."""
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _open_for_rows(path: Path, resume: bool) -> tuple[IO[str], bool]:
+    """Open `path` for writing rows; returns the file and whether it already holds rows.
+
+    With `resume`, an existing file is appended to, after cutting a partial last line left by a
+    crash in the middle of a write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume or not path.exists():
+        return path.open("w", newline="", encoding="utf-8"), False
+    _truncate_partial_line(path)
+    has_rows = path.stat().st_size > 0
+    return path.open("a", newline="", encoding="utf-8"), has_rows
+
+
+def _truncate_partial_line(path: Path) -> None:
+    """Cut the file after its last newline (drops an incomplete row from an interrupted write)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+class CsvSink(_ClosingSink):
+    """Writes one CSV row per (run, update); missing values are empty cells.
+
+    The header (label columns, ``update``, ``env_steps``, metric names in the order of the first
+    chunk) is written with the first chunk; later chunks must carry the same metric names. With
+    ``resume=True`` an existing file is appended to and its header must match. Floats are written
+    as the shortest decimal that round-trips at their dtype's precision (via pandas).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], run_labels: Sequence[Labels], resume: bool = False) -> None:
+        self.path = Path(path)
+        self._run_labels = list(run_labels)
+        _label_columns(self._run_labels)
+        self._file, has_rows = _open_for_rows(self.path, resume)
+        self._columns: list[str] | None = self._existing_header() if has_rows else None
+
+    def _existing_header(self) -> list[str]:
+        with self.path.open(newline="", encoding="utf-8") as file:
+            return next(csv.reader(file))
+
+    def _check_columns(self, columns: list[str]) -> None:
+        if self._columns is not None and self._columns != columns:
+            raise ValueError(
+                f"{self.path} has columns {self._columns} but this chunk gives {columns}; "
+                "log the same metrics every chunk, or write to a new file instead of resuming."
+            )
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Append one row per (run, update) of the chunk and sync the file."""
+        import pandas as pd  # lazy: heavy import, only needed here
+
+        table = chunk_table(self._run_labels, metrics, first_update, steps_per_update)
+        columns = list(table)
+        self._check_columns(columns)
+        frame = pd.DataFrame(table, columns=columns)
+        frame.to_csv(self._file, header=self._columns is None, index=False, lineterminator="\n", na_rep="")
+        self._columns = columns
+        _sync(self._file)
+
+    def close(self) -> None:
+        """Sync and close the file (idempotent)."""
+        if not self._file.closed:
+            _sync(self._file)
+            self._file.close()
+
+
+class JsonlSink(_ClosingSink):
+    """Writes one JSON object per line and per (run, update); missing values are ``null``."""
+
+    def __init__(self, path: str | os.PathLike[str], run_labels: Sequence[Labels], resume: bool = False) -> None:
+        self.path = Path(path)
+        self._run_labels = list(run_labels)
+        _label_columns(self._run_labels)
+        self._file, _ = _open_for_rows(self.path, resume)
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Append one line per (run, update) of the chunk and sync the file."""
+        table = chunk_table(self._run_labels, metrics, first_update, steps_per_update)
+        keys = list(table)
+        columns = [_json_column(column) for column in table.values()]
+        encode = json.JSONEncoder(allow_nan=False).encode
+        lines = [encode(dict(zip(keys, row, strict=True))) + "\n" for row in zip(*columns)]
+        self._file.writelines(lines)
+        _sync(self._file)
+
+    def close(self) -> None:
+        """Sync and close the file (idempotent)."""
+        if not self._file.closed:
+            _sync(self._file)
+            self._file.close()
+
+
+def _run_mean(values: np.ndarray) -> np.ndarray:
+    """``[L]`` mean over runs of ``[N, L]`` values, ignoring NaN; NaN where every run is NaN."""
+    defined = ~np.isnan(values)
+    total = np.where(defined, values, 0.0).sum(axis=0)
+    count = defined.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+class TensorBoardSink(_ClosingSink):
+    """Logs each metric's mean over runs per update to TensorBoard (via tensorboardX).
+
+    The global step is the number of environment steps per run, ``(update + 1) *
+    steps_per_update``. Tags: ``<metric>/mean`` for every metric (per-episode metrics average only
+    the runs that completed an episode in that update, and are skipped where none did), and
+    ``episode_return/run_<i>`` per run when there are at most 16 runs. The run labels are logged
+    once as text under ``run_labels``.
+    """
+
+    def __init__(self, logdir: str | os.PathLike[str], run_labels: Sequence[Labels]) -> None:
+        from tensorboardX import SummaryWriter  # lazy: optional backend
+
+        self.logdir = Path(logdir)
+        self._run_labels = list(run_labels)
+        _label_columns(self._run_labels)
+        self._writer = SummaryWriter(logdir=str(self.logdir))
+        self._closed = False
+        self._writer.add_text("run_labels", _labels_markdown(self._run_labels), global_step=0)
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Log the chunk's per-update run means (and per-run returns for N <= 16), then flush."""
+        num_updates = _check_chunk(metrics, len(self._run_labels), first_update, steps_per_update)
+        steps = [(first_update + offset + 1) * steps_per_update for offset in range(num_updates)]
+        masked = masked_metrics(metrics)
+        for name, values in masked.items():
+            self._add_curve(f"{name}/mean", _run_mean(values), steps)
+        if "episode_return" in masked and len(self._run_labels) <= MAX_RUNS_PER_RUN_CURVES:
+            for run, values in enumerate(masked["episode_return"]):
+                self._add_curve(f"episode_return/run_{run}", values, steps)
+        self._writer.flush()
+
+    def _add_curve(self, tag: str, values: np.ndarray, steps: Sequence[int]) -> None:
+        for value, step in zip(values.tolist(), steps, strict=True):
+            if not math.isnan(value):
+                self._writer.add_scalar(tag, value, global_step=step)
+
+    def close(self) -> None:
+        """Flush and close the event file (idempotent)."""
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
+
+
+def _labels_markdown(run_labels: Sequence[Labels]) -> str:
+    """A markdown table of the run labels, one row per run."""
+    columns = list(run_labels[0])
+    lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for run, labels in enumerate(run_labels):
+        lines.append(f"| {run} | " + " | ".join(str(label_value(labels[key])) for key in columns) + " |")
+    return "\n".join(lines)
+
+
+class MultiSink(_ClosingSink):
+    """Forwards every chunk to several sinks; closes all of them even if one fails."""
+
+    def __init__(self, sinks: Sequence[MetricSink]) -> None:
+        self.sinks = list(sinks)
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Write the chunk to each sink in order."""
+        for sink in self.sinks:
+            sink.write(metrics, first_update, steps_per_update)
+
+    def close(self) -> None:
+        """Close every sink; re-raise the first error after trying them all."""
+        errors: list[Exception] = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as error:  # noqa: BLE001 - collected and re-raised below
+                errors.append(error)
+        if errors:
+            raise errors[0]
