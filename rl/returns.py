@@ -1,0 +1,113 @@
+"""Return and advantage estimation in `[T, B]` form.
+
+Every function here keeps *termination* and *truncation* apart:
+
+* on **termination** the episode really ended: the bootstrap value is zero;
+* on **truncation** (a time limit) the episode was cut: the bootstrap value is
+  the value of ``info["final_observation"]``, the observation *before* the
+  automatic reset (``Transition.next_obs``; where no episode ended it is the
+  next observation, so one array serves every step);
+* in both cases the trace is cut, because the next row of the rollout belongs
+  to a new episode.
+
+The per-trajectory work is delegated to rlax (which takes one unbatched
+trajectory); batching over the environment axis is an explicit
+``jax.vmap(..., in_axes=1, out_axes=1)``.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import rlax
+
+Array = chex.Array
+
+
+def _discounted_sum(x_t: Array, discount_t: Array) -> Array:
+    """`y_t = x_t + discount_t * y_{t+1}`, `y_T = 0`, for one trajectory `[T]`."""
+    return rlax.discounted_returns(x_t, discount_t, jnp.zeros_like(x_t[-1]))
+
+
+def gae_advantages(
+    r_t: Array,
+    v_t: Array,
+    bootstrap_t: Array,
+    terminated_t: Array,
+    truncated_t: Array,
+    gamma: float | Array,
+    lambda_: float | Array,
+) -> tuple[Array, Array]:
+    """Generalised advantage estimation with truncation-aware bootstrapping.
+
+    Schulman et al. (2016), "High-Dimensional Continuous Control Using
+    Generalized Advantage Estimation", eq. 16, with the episode boundary made
+    explicit::
+
+        delta_t = r_t + gamma * (1 - terminated_t) * bootstrap_t - v_t
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+        done_t  = terminated_t or truncated_t
+
+    The paper writes ``V(s_{t+1})`` for ``bootstrap_t``; here it is the value
+    of the true successor state, which on truncation is the final observation
+    (``Transition.next_obs``). ``A_T = 0`` after the last step of the
+    rollout, whose own ``bootstrap_t`` carries the tail.
+
+    rlax's ``truncated_generalized_advantage_estimation`` reads ``v_t`` and the
+    bootstrap value from one array and so cannot bootstrap from a final
+    observation that differs from the next row; the TD errors are therefore
+    formed here and the reverse discounted sum is ``rlax.discounted_returns``.
+
+    Args:
+      r_t: `[T, B]` rewards.
+      v_t: `[T, B]` values of the observations the actions were taken in.
+      bootstrap_t: `[T, B]` value of the true successor of each step, i.e. of
+        ``info["final_observation"]`` (ignored where terminated).
+      terminated_t: `[T, B]` bool, the episode terminated at step t.
+      truncated_t: `[T, B]` bool, the episode was truncated at step t.
+      gamma: discount, scalar (may be traced).
+      lambda_: GAE lambda, scalar (may be traced).
+
+    Returns:
+      ``(advantages, returns)``, each `[T, B]`; ``returns = advantages + v_t``
+      are the value targets.
+    """
+    chex.assert_rank([r_t, v_t, bootstrap_t, terminated_t, truncated_t], 2)
+    chex.assert_equal_shape([r_t, v_t, bootstrap_t, terminated_t, truncated_t])
+    not_terminated = 1.0 - terminated_t.astype(r_t.dtype)
+    not_done = 1.0 - jnp.logical_or(terminated_t, truncated_t).astype(r_t.dtype)
+    delta_t = r_t + gamma * not_terminated * bootstrap_t - v_t
+    trace_t = gamma * lambda_ * not_done
+    advantages = jax.vmap(_discounted_sum, in_axes=1, out_axes=1)(delta_t, trace_t)
+    return advantages, advantages + v_t
+
+
+def n_step_targets(
+    r_t: Array,
+    bootstrap_t: Array,
+    terminated_t: Array,
+    truncated_t: Array,
+    gamma: float | Array,
+    lambda_: float | Array,
+) -> Array:
+    """TD(lambda) return targets ``G_t`` for `[T, B]` with truncation handled.
+
+    ``G_t = r_t + gamma (1 - terminated_t) [(1 - lambda_t) b_t + lambda_t G_{t+1}]``
+    with ``lambda_t = lambda * (1 - done_t)`` so the trace is cut at every
+    episode end, and ``b_t`` the bootstrap value of step t's successor
+    (e.g. ``max_a Q(next_obs_t, a)``). With ``lambda = 0`` this is the one-step target,
+    with ``lambda = 1`` the Monte-Carlo return bootstrapped at the rollout end.
+    """
+    chex.assert_rank([r_t, bootstrap_t, terminated_t, truncated_t], 2)
+    chex.assert_equal_shape([r_t, bootstrap_t, terminated_t, truncated_t])
+    not_terminated = 1.0 - terminated_t.astype(r_t.dtype)
+    not_done = 1.0 - jnp.logical_or(terminated_t, truncated_t).astype(r_t.dtype)
+    lam_t = lambda_ * not_done
+    # G_t = r_t + g_t (1-lam_t) b_t + g_t lam_t G_{t+1}: a discounted sum of
+    # x_t = r_t + g_t (1 - lam_t) b_t with per-step discount g_t lam_t, where
+    # the last step bootstraps fully (lam_{T-1} is treated as 0).
+    g_t = gamma * not_terminated
+    lam_t = lam_t.at[-1].set(0.0)
+    x_t = r_t + g_t * (1.0 - lam_t) * bootstrap_t
+    return jax.vmap(_discounted_sum, in_axes=1, out_axes=1)(x_t, g_t * lam_t)
