@@ -39,6 +39,7 @@ from rl.rollout import rollout
 from rl.runner import Algorithm
 
 Array = chex.Array
+MIN_STD = 1e-3  # floor of a state-dependent Gaussian std
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class Config:
     normalize_obs: bool = False
     """running mean/std observation normalisation, shared by a run's envs"""
     log_std_init: float | None = None
-    """continuous actions only: initial log std of the Gaussian policy (default 0)"""
+    """continuous actions only: initial log std of a state-independent Gaussian std (default 0)"""
+    state_dependent_std: bool = False
+    """continuous actions only: std = softplus(linear head) + 0.001, as gymnax-blines"""
 
     @property
     def batch_size(self) -> int:
@@ -113,12 +116,19 @@ class Config:
             f"must be one of {', '.join(ACTIVATIONS)}",
         )
         if envs.is_discrete(action_space):
-            check(
-                self.log_std_init is None,
-                "log_std_init",
-                self.log_std_init,
-                "applies to continuous action spaces only; this env's actions are discrete",
-            )
+            for name, unset in (("log_std_init", None), ("state_dependent_std", False)):
+                check(
+                    getattr(self, name) == unset,
+                    name,
+                    getattr(self, name),
+                    "applies to continuous action spaces only; this env's actions are discrete",
+                )
+        check(
+            not (self.state_dependent_std and self.log_std_init is not None),
+            "log_std_init",
+            self.log_std_init,
+            "applies to the state-independent std only; unset it or set state_dependent_std=False",
+        )
 
 
 def _divisors(n: int) -> str:
@@ -213,7 +223,10 @@ def _network(config: Config, action_space: Any, discrete: bool) -> hk.Transforme
     def forward(obs):
         actor = MLP(config.hidden_sizes, config.activation, name="actor")(obs)
         out = linear_head(action_dim, 0.01, name="policy_head")(actor)
-        if not discrete:
+        if not discrete and config.state_dependent_std:
+            std = jax.nn.softplus(linear_head(action_dim, 0.01, name="std_head")(actor)) + MIN_STD
+            out = (out, jnp.log(std))
+        elif not discrete:
             log_std = hk.get_parameter("log_std", (action_dim,), init=hk.initializers.Constant(log_std_init))
             out = (out, jnp.broadcast_to(log_std, out.shape))
         critic = MLP(config.hidden_sizes, config.activation, name="critic")(obs)

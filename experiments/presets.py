@@ -75,6 +75,7 @@ register(
             update_epochs=4,
             total_timesteps=500_000,
             hidden_sizes=(64, 64),
+            activation="relu",
             anneal_lr=False,
         ),
         hyper=dict(
@@ -86,7 +87,7 @@ register(
             vf_coef=0.5,
             max_grad_norm=1.0,
         ),
-        source="gymnax-blines agents/Acrobot-v1/ppo.yaml (Lange, 2022)",
+        source="gymnax-blines agents/Acrobot-v1/ppo.yaml and utils/models.py (ReLU MLPs) (Lange, 2022)",
     )
 )
 
@@ -102,6 +103,8 @@ register(
             update_epochs=4,
             total_timesteps=1_000_000,
             hidden_sizes=(64, 64),
+            activation="relu",
+            state_dependent_std=True,
             anneal_lr=False,
         ),
         hyper=dict(
@@ -113,7 +116,8 @@ register(
             vf_coef=0.5,
             max_grad_norm=1.0,
         ),
-        source="gymnax-blines agents/Pendulum-v1/ppo.yaml (Lange, 2022)",
+        source="gymnax-blines agents/Pendulum-v1/ppo.yaml and utils/models.py (ReLU MLPs, "
+        "std = softplus(head) + 0.001) (Lange, 2022)",
     )
 )
 
