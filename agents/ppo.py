@@ -33,7 +33,7 @@ import rlax
 
 import envs
 from agents.networks import ACTIVATIONS, MLP, linear_head
-from rl.errors import ConfigError, check
+from rl.errors import ConfigError, check, check_field_types
 from rl.returns import gae_advantages
 from rl.rollout import rollout
 from rl.runner import Algorithm
@@ -87,6 +87,7 @@ class Config:
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
+        check_field_types(self)
         for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps"):
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
@@ -173,8 +174,14 @@ class Hyper:
 def validate_hyper(hyper: Any, rules: dict) -> None:
     """Check each field of a hyper dataclass (scalar or array) against a rule."""
     for f in dataclasses.fields(hyper):
-        value = np.asarray(getattr(hyper, f.name), dtype=np.float64)
+        raw = getattr(hyper, f.name)
         ok, allowed = rules[f.name]
+        try:
+            numeric = np.asarray(raw).dtype.kind in "iuf"
+        except (TypeError, ValueError):  # e.g. ragged lists
+            numeric = False
+        check(numeric, f.name, raw, f"{allowed} (got {type(raw).__name__}, not a number or array of numbers)")
+        value = np.asarray(raw, dtype=np.float64)
         check(
             value.size > 0 and bool(np.all(np.isfinite(value))) and bool(np.all(ok(value))),
             f.name,

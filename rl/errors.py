@@ -23,3 +23,52 @@ def check(condition: bool, field: str, value: Any, allowed: str) -> None:
     """Raise :class:`ConfigError` for ``field`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(field, value, allowed)
+
+
+def check_field_types(obj: Any) -> None:
+    """Raise :class:`ConfigError` for the first dataclass field whose value has the wrong type.
+
+    Reads each field's annotation: ``bool`` must be a bool, ``int`` an integer (not a bool),
+    ``float`` a finite real number (an int is fine), ``str`` a string, ``tuple[int, ...]`` a
+    tuple of integers, ``X | None`` also None. Fields of other types are left to the caller.
+    Call it first in a ``validate`` method, so range checks can rely on the types.
+    """
+    import dataclasses
+    import math
+    import numbers
+    import types
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    def is_real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    checks = {
+        bool: (lambda v: isinstance(v, bool), "must be True or False"),
+        int: (is_int, "must be an integer"),
+        float: (is_real, "must be a finite number"),
+        str: (lambda v: isinstance(v, str), "must be a string"),
+    }
+    for f in dataclasses.fields(obj):
+        tp, value, optional = hints.get(f.name), getattr(obj, f.name), False
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = len(members) < len(typing.get_args(tp))
+            if len(members) != 1:
+                continue
+            tp = members[0]
+        if optional and value is None:
+            continue
+        if tp in checks:
+            ok, allowed = checks[tp]
+        elif typing.get_origin(tp) is tuple and typing.get_args(tp) == (int, ...):
+            ok, allowed = (lambda v: isinstance(v, tuple) and all(is_int(x) for x in v)), "must be a tuple of integers"
+        else:
+            continue
+        if optional:
+            allowed += " or None"
+        check(ok(value), f.name, value, f"{allowed} (got {type(value).__name__})")
