@@ -11,10 +11,22 @@ leading axis, and
 * the host receives each chunk's per-update scalar metrics (`[N, L]`) and
   hands them to ``on_chunk`` (progress bar, metric files) while the next chunk
   is already running on the devices.
+
+Every update also reports ``nonfinite`` (int32 0/1): whether a NaN or inf
+appeared in the run's parameters, optimizer state or any ``*loss*``/``*grad*``
+metric. Training stops at the end of the chunk where it first appears (status
+``"diverged"``, see ``TrainResult.divergence``). With an
+``rl.checkpoint.Checkpointer`` the carry is saved every K chunks and at the
+end (the chunk pipeline pauses only where a save is due), ``resume=True``
+continues from the newest checkpoint with the same chunk schedule (results
+are bit-identical to an uninterrupted run), and ``should_stop`` (e.g.
+``rl.checkpoint.StopOnSignals``) ends training early at a chunk boundary with
+a checkpoint (status ``"interrupted"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +47,7 @@ Hyper = Any
 Metrics = dict[str, chex.Array]
 
 RUN_AXIS = "runs"
+NONFINITE = "nonfinite"  # per-update metric: 1 where a watched value was NaN or inf
 
 
 class Algorithm(NamedTuple):
@@ -62,6 +75,14 @@ class ChunkReport:
     elapsed_seconds: float  # wall time since the first chunk was dispatched
 
 
+@dataclass(frozen=True)
+class Divergence:
+    """Where a run first produced a NaN or inf."""
+
+    run: int  # index of the run in the batch (hyper-major: h * S + s in ``train``)
+    update: int  # global index of the first update whose ``nonfinite`` flag is set
+
+
 @dataclass
 class TrainResult:
     """Everything a finished batch of runs produced."""
@@ -75,20 +96,32 @@ class TrainResult:
     run_seconds: float  # wall time of all chunks, compilation excluded
     num_chunks: int
     extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "completed"  # "completed", "interrupted" (should_stop) or "diverged"
+    divergence: list[Divergence] = field(default_factory=list)  # runs that diverged, if any
+    start_update: int = 0  # first update computed by this call (> 0 when resumed)
+    checkpoint_step: int | None = None  # updates done at the newest checkpoint saved
 
     @property
     def num_runs(self) -> int:
-        return int(next(iter(self.metrics.values())).shape[0])
+        return int(self.keys.shape[0])
+
+    @property
+    def num_updates(self) -> int:
+        """Updates done so far (all of them when ``status == "completed"``)."""
+        return int(next(iter(self.metrics.values())).shape[1]) if self.metrics else 0
 
     @property
     def env_steps_per_run(self) -> int:
-        updates = next(iter(self.metrics.values())).shape[1]
-        return int(updates * self.steps_per_update)
+        return int(self.num_updates * self.steps_per_update)
 
     @property
     def env_steps_per_second(self) -> float:
-        """Env steps of all runs together per second of running (no compile)."""
-        return self.num_runs * self.env_steps_per_run / max(self.run_seconds, 1e-9)
+        """Env steps of all runs together per second of running (no compile).
+
+        Counts only the updates this call computed (not those restored from a checkpoint).
+        """
+        steps = (self.num_updates - self.start_update) * self.steps_per_update
+        return self.num_runs * steps / max(self.run_seconds, 1e-9)
 
     @property
     def params(self) -> Params:
@@ -139,23 +172,79 @@ def check_divisible(num_runs: int, mesh: jax.sharding.Mesh, what: str = "num_see
         )
 
 
-def _sharded(fn: Callable, mesh, donate: bool) -> Callable:
-    """``jit(shard_map(vmap(fn)))`` with every input and output split on runs."""
+def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False) -> Callable:
+    """``jit(shard_map(vmap(fn)))`` with every input and output split on runs.
+
+    ``sequential`` maps ``fn`` over a device's runs with ``lax.map`` instead
+    of ``vmap``. Initialisation uses it: vmapped orthogonal initialisers
+    become one *batched* LAPACK QR, which jaxlib's CPU backend fans out over
+    the same thread pool the devices run on; with several (forced) host
+    devices every worker can end up waiting on the others and the process
+    deadlocks (seen with jax 0.10.2). Init runs once and is cheap, so running
+    the runs one after another costs nothing that matters.
+    """
     spec = P(RUN_AXIS)
+    per_device = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if sequential else jax.vmap(fn)
     # Runs are independent (no collectives inside a run), so the varying-axis
     # type check is off: agents may create fresh constants in their carries.
-    mapped = jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+
+def _named_fields(tree: Any) -> list[tuple[str, Any]]:
+    """(name, value) of a NamedTuple's, dataclass's or dict's top-level fields; [] otherwise."""
+    if hasattr(tree, "_fields"):
+        return [(name, getattr(tree, name)) for name in tree._fields]
+    if dataclasses.is_dataclass(tree):
+        return [(f.name, getattr(tree, f.name)) for f in dataclasses.fields(tree)]
+    if isinstance(tree, dict):
+        return [(str(k), v) for k, v in tree.items()]
+    return []
+
+
+def nonfinite(state: State, metrics: Metrics) -> chex.Array:
+    """int32[] 1 if a NaN or inf is in what diverges first, else 0 (one run, one update).
+
+    Watched: every state field whose name contains ``params`` or ``opt_state``
+    (parameters, target parameters, optimizer moments: a NaN gradient reaches
+    them within the update), or the whole state when there is no such field;
+    and every metric whose name contains ``loss`` or ``grad``. Env states and
+    replay buffers are not watched (they may hold infinities legitimately).
+    """
+    watched = [v for name, v in _named_fields(state) if "params" in name or "opt_state" in name]
+    if not watched:
+        watched = [state]
+    if isinstance(metrics, dict):
+        watched += [v for name, v in metrics.items() if "loss" in name or "grad" in name]
+    leaves = [jnp.asarray(x) for x in jax.tree.leaves(watched)]
+    flags = [jnp.any(~jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not flags:
+        return jnp.int32(0)
+    return jnp.any(jnp.stack(flags)).astype(jnp.int32)
 
 
 def _scan_updates(algo: Algorithm, length: int) -> Callable:
     def chunk(state, hyper):
         def body(s, _):
-            return algo.update(s, hyper)
+            s, metrics = algo.update(s, hyper)
+            if isinstance(metrics, dict):
+                metrics = {**metrics, NONFINITE: nonfinite(s, metrics)}
+            return s, metrics
 
         return jax.lax.scan(body, state, None, length=length)
 
     return chunk
+
+
+def _divergences(metrics: dict[str, np.ndarray], first_update: int) -> list[Divergence]:
+    """The runs whose ``nonfinite`` flag is set in this chunk, with the first such update."""
+    flags = metrics.get(NONFINITE)
+    if flags is None:
+        return []
+    return [
+        Divergence(run=int(n), update=first_update + int(np.argmax(flags[n] > 0)))
+        for n in np.flatnonzero(np.any(flags > 0, axis=1))
+    ]
 
 
 def broadcast_hyper(hyper: Hyper, n: int) -> Hyper:
@@ -176,67 +265,167 @@ def run_batch(
     num_chunks: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     on_chunk: Callable[[ChunkReport], None] | None = None,
+    checkpointer: Any = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train N runs (``keys[N]``, ``hypers`` with leading axis N) to the end.
 
     ``num_chunks`` host round trips are made; each chunk's metrics reach
-    ``on_chunk`` while the following chunk is already computing.
+    ``on_chunk`` while the following chunk is already computing, except after
+    a chunk where a checkpoint is due: there the host waits for the chunk,
+    checks it for divergence and saves it before dispatching the next one.
+
+    Args:
+      checkpointer: an ``rl.checkpoint.Checkpointer``; saves every
+        ``checkpointer.every`` chunks, at the end and on a stop request.
+        A diverged state is never saved: the last good checkpoint stays.
+      resume: continue from the checkpointer's newest checkpoint instead of
+        initialising (same ``keys``, ``hypers`` and ``num_chunks`` as the run
+        that saved it). The result's metrics hold the whole history.
+      should_stop: polled before each chunk is dispatched; when it returns
+        True the chunks in flight finish, a checkpoint is saved and the
+        result has ``status == "interrupted"``.
+      checkpoint_meta: JSON-able record stored with every checkpoint.
     """
     mesh = make_mesh() if mesh is None else mesh
     num_runs = int(keys.shape[0])
     check_divisible(num_runs, mesh)
     schedule = chunk_schedule(algo.num_updates, num_chunks)
+    starts = [0, *np.cumsum(schedule).tolist()]  # starts[c]: updates done before chunk c
     sharding = NamedSharding(mesh, P(RUN_AXIS))
     keys, hypers = jax.device_put((keys, hypers), sharding)
+    if resume and checkpointer is None:
+        raise ValueError("resume=True needs a checkpointer to read the checkpoint from")
 
+    init_fn = _sharded(algo.init, mesh, donate=False, sequential=True)
+    compile_seconds = 0.0
     t0 = time.perf_counter()
-    init = _sharded(algo.init, mesh, donate=False).lower(keys, hypers).compile()
-    compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state = jax.block_until_ready(init(keys, hypers))
+    if resume:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding, weak_type=x.weak_type),
+            jax.eval_shape(init_fn, keys, hypers),
+        )
+        restored = checkpointer.restore(abstract)
+        _check_resumable(restored, schedule, num_runs)
+        state, first_chunk = restored.state, restored.chunk
+        host_metrics = [restored.metrics] if restored.update > 0 else []
+        # Lower with the avals of a fresh init (weak types included): the same
+        # program as the uninterrupted run, so the results are bit-identical.
+        lower_as = jax.tree.map(
+            lambda x, a: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=a.weak_type),
+            state, abstract,
+        )
+    else:
+        init = init_fn.lower(keys, hypers).compile()
+        compile_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(init(keys, hypers))
+        first_chunk, host_metrics, lower_as = 0, [], state
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     compiled = {}
-    for length in sorted(set(schedule)):
+    for length in sorted(set(schedule[first_chunk:])):
         fn = _sharded(_scan_updates(algo, length), mesh, donate=True)
-        compiled[length] = fn.lower(state, hypers).compile()
+        compiled[length] = fn.lower(lower_as, hypers).compile()
     compile_seconds += time.perf_counter() - t0
 
     t0 = time.perf_counter() - init_seconds  # run time counts initialisation too
     pending: list[tuple[int, int, Any]] = []
-    host_metrics: list[dict[str, np.ndarray]] = []
-    first = 0
+    divergence: list[Divergence] = []
+    status = "completed"
+    meta = {
+        "schedule": schedule, "num_runs": num_runs, "num_updates": algo.num_updates,
+        "steps_per_update": algo.steps_per_update, "agent": algo.name, **(checkpoint_meta or {}),
+    }
 
-    def drain(item):
+    def drain(item) -> bool:
+        """Hand one finished chunk to the host; whether it diverged."""
         start, length, metrics = item
         report = ChunkReport(start, length, jax.device_get(metrics), time.perf_counter() - t0)
         host_metrics.append(report.metrics)
         if on_chunk is not None:
             on_chunk(report)
+        divergence.extend(_divergences(report.metrics, start))
+        return bool(divergence)
 
-    for length in schedule:
+    def save(chunks_done: int) -> None:
+        checkpointer.save(
+            state, update=starts[chunks_done], chunk=chunks_done,
+            metrics=_concat(host_metrics), meta=meta,
+        )
+
+    chunk = first_chunk
+    while chunk < len(schedule):
+        if should_stop is not None and should_stop():
+            status = "interrupted"
+            break
+        length = schedule[chunk]
         state, metrics = compiled[length](state, hypers)
-        pending.append((first, length, metrics))
-        first += length
-        if len(pending) > 1:  # the chunk just dispatched runs while we log the last
-            drain(pending.pop(0))
-    jax.block_until_ready(state)
-    for item in pending:
-        drain(item)
+        pending.append((starts[chunk], length, metrics))
+        chunk += 1
+        due = checkpointer is not None and checkpointer.due(chunk, len(schedule))
+        # drain everything before a save (never save a diverged state) and at
+        # the end; otherwise the chunk just dispatched runs while we log the last
+        while pending and (due or chunk == len(schedule) or len(pending) > 1):
+            if drain(pending.pop(0)):
+                break
+        if divergence:
+            status = "diverged"
+            break
+        if due:
+            save(chunk)
+    if status == "interrupted":
+        while pending:
+            if drain(pending.pop(0)):
+                status = "diverged"
+                break
+        if status == "interrupted" and checkpointer is not None and chunk > 0:
+            save(chunk)
+    jax.block_until_ready(state)  # a diverged run's chunk in flight is discarded
+    if checkpointer is not None:
+        checkpointer.wait()
     run_seconds = time.perf_counter() - t0
 
-    metrics = {k: np.concatenate([m[k] for m in host_metrics], axis=1) for k in host_metrics[0]}
     return TrainResult(
         state=state,
-        metrics=metrics,
+        metrics=_concat(host_metrics),
         keys=keys,
         hypers=hypers,
         steps_per_update=algo.steps_per_update,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
         num_chunks=len(schedule),
+        status=status,
+        divergence=divergence,
+        start_update=starts[first_chunk],
+        checkpoint_step=None if checkpointer is None else checkpointer.latest_step(),
     )
+
+
+def _concat(host_metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Chunks of ``[N, L]`` metrics joined along the update axis."""
+    if not host_metrics:
+        return {}
+    return {k: np.concatenate([m[k] for m in host_metrics], axis=1) for k in host_metrics[0]}
+
+
+def _check_resumable(restored: Any, schedule: list[int], num_runs: int) -> None:
+    """The checkpoint must come from this batch of runs with this chunk schedule."""
+    saved = restored.meta
+    if saved.get("num_runs") != num_runs:
+        raise ConfigError(
+            "num_seeds", num_runs, f"the checkpoint holds {saved.get('num_runs')} runs; resume with the same seeds"
+        )
+    if saved.get("schedule") != schedule:
+        raise ConfigError(
+            "num_chunks",
+            len(schedule),
+            f"the checkpoint was saved with the chunk schedule {saved.get('schedule')} but this run "
+            f"splits its updates as {schedule}; resume with the num_chunks and config it was started with",
+        )
 
 
 def train(
@@ -247,17 +436,24 @@ def train(
     num_chunks: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     on_chunk: Callable[[ChunkReport], None] | None = None,
+    checkpointer: Any = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``algo`` with ``hyper`` on every seed in parallel.
 
     ``hyper`` is a pytree of scalars, or of equal-length 1-D arrays (H values
     each) to train H hyperparameter settings at once; the runs are then laid
     out hyper-major, run ``h * S + s`` having ``hyper[h]`` and ``seeds[s]``,
-    all in one compile.
+    all in one compile. ``hyper.validate()`` is called first when it exists.
+    Checkpointing, resuming and stopping: see :func:`run_batch`.
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("seeds", seeds, "give at least one seed")
+    if hasattr(hyper, "validate"):
+        hyper.validate()
     leaves = jax.tree.leaves(hyper)
     dims = {np.ndim(x) for x in leaves}
     if dims <= {0}:
@@ -271,4 +467,8 @@ def train(
         raise ConfigError(
             "hyper", hyper, "every field must be a scalar, or all must be 1-D arrays of one length"
         )
-    return run_batch(algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk)
+    return run_batch(
+        algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk,
+        checkpointer=checkpointer, resume=resume, should_stop=should_stop,
+        checkpoint_meta=checkpoint_meta,
+    )
