@@ -11,6 +11,8 @@ import difflib
 import importlib
 from types import ModuleType
 
+from agents.load import Loaded, load  # noqa: F401  (agents.load(run_dir): a trained policy)
+
 # agent name -> module; imported lazily so `import agents` stays cheap
 AGENTS: dict[str, str] = {
     "ppo": "agents.ppo",
