@@ -1,0 +1,160 @@
+"""A plain single-file PPO in the PureJaxRL style, for speed comparison only.
+
+This is the shape of PureJaxRL's ``ppo.py`` (Lu et al., 2022): flax.linen
+actor-critic, environments vmapped by hand, everything in one nested ``train``
+closure jitted and vmapped over seeds. It treats ``terminated or truncated``
+as one ``done`` flag, as PureJaxRL does. ``experiments.benchmark`` times it
+next to the library's PPO at the same settings on the same machine; it is not
+used anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import distrax
+import flax.linen as nn
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.linen.initializers import constant, orthogonal
+from flax.training.train_state import TrainState
+
+CONFIG = dict(
+    LR=2.5e-4, NUM_ENVS=4, NUM_STEPS=128, TOTAL_TIMESTEPS=500_000, UPDATE_EPOCHS=4,
+    NUM_MINIBATCHES=4, GAMMA=0.99, GAE_LAMBDA=0.95, CLIP_EPS=0.2, ENT_COEF=0.01, VF_COEF=0.5,
+    MAX_GRAD_NORM=0.5, ENV_NAME="CartPole-v1", ANNEAL_LR=True,
+)
+
+
+class ActorCritic(nn.Module):
+    action_dim: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x):
+        a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+        a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(a))
+        logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))(a)
+        c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+        c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(c))
+        value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))(c)
+        return distrax.Categorical(logits=logits), jnp.squeeze(value, axis=-1)
+
+
+class Transition(NamedTuple):
+    done: jnp.ndarray
+    action: jnp.ndarray
+    value: jnp.ndarray
+    reward: jnp.ndarray
+    log_prob: jnp.ndarray
+    obs: jnp.ndarray
+    returned: jnp.ndarray
+    ret: jnp.ndarray
+
+
+def make_train(config):
+    num_updates = config["TOTAL_TIMESTEPS"] // config["NUM_STEPS"] // config["NUM_ENVS"]
+    minibatch_size = config["NUM_ENVS"] * config["NUM_STEPS"] // config["NUM_MINIBATCHES"]
+    env, env_params = gymnax.make(config["ENV_NAME"])
+
+    def linear_schedule(count):
+        frac = 1.0 - (count // (config["NUM_MINIBATCHES"] * config["UPDATE_EPOCHS"])) / num_updates
+        return config["LR"] * frac
+
+    def train(rng):
+        network = ActorCritic(env.action_space(env_params).n)
+        rng, _rng = jax.random.split(rng)
+        network_params = network.init(_rng, jnp.zeros(env.observation_space(env_params).shape))
+        tx = optax.chain(optax.clip_by_global_norm(config["MAX_GRAD_NORM"]),
+                         optax.adam(learning_rate=linear_schedule, eps=1e-5))
+        train_state = TrainState.create(apply_fn=network.apply, params=network_params, tx=tx)
+        rng, _rng = jax.random.split(rng)
+        obsv, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(_rng, config["NUM_ENVS"]), env_params)
+        ep_ret = jnp.zeros(config["NUM_ENVS"])
+
+        def _update_step(runner_state, unused):
+            def _env_step(runner_state, unused):
+                train_state, env_state, last_obs, ep_ret, rng = runner_state
+                rng, _rng = jax.random.split(rng)
+                pi, value = network.apply(train_state.params, last_obs)
+                action = pi.sample(seed=_rng)
+                log_prob = pi.log_prob(action)
+                rng, _rng = jax.random.split(rng)
+                obsv, env_state, reward, term, trunc, info = jax.vmap(
+                    env.step, in_axes=(0, 0, 0, None))(
+                    jax.random.split(_rng, config["NUM_ENVS"]), env_state, action, env_params)
+                done = jnp.logical_or(term, trunc)
+                new_ret = ep_ret + reward
+                transition = Transition(done, action, value, reward, log_prob, last_obs, done, new_ret)
+                ep_ret = new_ret * (1 - done)
+                return (train_state, env_state, obsv, ep_ret, rng), transition
+
+            runner_state, traj_batch = jax.lax.scan(_env_step, runner_state, None, config["NUM_STEPS"])
+            train_state, env_state, last_obs, ep_ret, rng = runner_state
+            _, last_val = network.apply(train_state.params, last_obs)
+
+            def _calculate_gae(traj_batch, last_val):
+                def _get_advantages(gae_and_next_value, transition):
+                    gae, next_value = gae_and_next_value
+                    delta = transition.reward + config["GAMMA"] * next_value * (1 - transition.done) \
+                        - transition.value
+                    gae = delta + config["GAMMA"] * config["GAE_LAMBDA"] * (1 - transition.done) * gae
+                    return (gae, transition.value), gae
+
+                _, advantages = jax.lax.scan(_get_advantages, (jnp.zeros_like(last_val), last_val),
+                                             traj_batch, reverse=True, unroll=16)
+                return advantages, advantages + traj_batch.value
+
+            advantages, targets = _calculate_gae(traj_batch, last_val)
+
+            def _update_epoch(update_state, unused):
+                def _update_minbatch(train_state, batch_info):
+                    traj_batch, advantages, targets = batch_info
+
+                    def _loss_fn(params, traj_batch, gae, targets):
+                        pi, value = network.apply(params, traj_batch.obs)
+                        log_prob = pi.log_prob(traj_batch.action)
+                        value_pred_clipped = traj_batch.value + (value - traj_batch.value).clip(
+                            -config["CLIP_EPS"], config["CLIP_EPS"])
+                        value_loss = 0.5 * jnp.maximum(jnp.square(value - targets),
+                                                       jnp.square(value_pred_clipped - targets)).mean()
+                        ratio = jnp.exp(log_prob - traj_batch.log_prob)
+                        gae = (gae - gae.mean()) / (gae.std() + 1e-8)
+                        loss_actor = -jnp.minimum(
+                            ratio * gae,
+                            jnp.clip(ratio, 1.0 - config["CLIP_EPS"], 1.0 + config["CLIP_EPS"]) * gae,
+                        ).mean()
+                        entropy = pi.entropy().mean()
+                        return loss_actor + config["VF_COEF"] * value_loss - config["ENT_COEF"] * entropy
+
+                    grads = jax.grad(_loss_fn)(train_state.params, traj_batch, advantages, targets)
+                    return train_state.apply_gradients(grads=grads), None
+
+                train_state, traj_batch, advantages, targets, rng = update_state
+                rng, _rng = jax.random.split(rng)
+                batch_size = minibatch_size * config["NUM_MINIBATCHES"]
+                permutation = jax.random.permutation(_rng, batch_size)
+                batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
+                                     (traj_batch, advantages, targets))
+                shuffled = jax.tree.map(lambda x: jnp.take(x, permutation, axis=0), batch)
+                minibatches = jax.tree.map(
+                    lambda x: jnp.reshape(x, [config["NUM_MINIBATCHES"], -1] + list(x.shape[1:])), shuffled)
+                train_state, _ = jax.lax.scan(_update_minbatch, train_state, minibatches)
+                return (train_state, traj_batch, advantages, targets, rng), None
+
+            update_state = (train_state, traj_batch, advantages, targets, rng)
+            update_state, _ = jax.lax.scan(_update_epoch, update_state, None, config["UPDATE_EPOCHS"])
+            train_state, rng = update_state[0], update_state[-1]
+            done = traj_batch.returned
+            metric = jnp.sum(traj_batch.ret * done) / jnp.maximum(jnp.sum(done), 1)
+            return (train_state, env_state, last_obs, ep_ret, rng), metric
+
+        rng, _rng = jax.random.split(rng)
+        runner_state = (train_state, env_state, obsv, ep_ret, _rng)
+        runner_state, metric = jax.lax.scan(_update_step, runner_state, None, num_updates)
+        return {"runner_state": runner_state, "metrics": metric}
+
+    return train, num_updates

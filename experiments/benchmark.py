@@ -1,0 +1,191 @@
+"""Speed figures (``make bench``): compile seconds and env steps per second.
+
+    python -m experiments.benchmark                 # every benchmark, 1 and 16 seeds
+    python -m experiments.benchmark --only ppo      # one group
+
+Each group returns rows; all rows are printed as a table and written to
+``runs/bench-<timestamp>/bench.json`` and ``bench.md`` with the machine they
+came from. Groups:
+
+* ``ppo``: PPO on CartPole-v1 at the PureJaxRL preset, next to a plain
+  single-file PureJaxRL-style implementation (experiments/baselines) at the
+  same settings, and the env-only ceiling: the same number of envs stepping
+  with random actions through the same wrappers, no learning. The whole
+  training is one jitted scan (one chunk) in every case.
+
+Figures are wall-clock on the current machine: run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """Speed benchmarks: compile time and env steps per second."""
+
+    seeds: tuple[int, ...] = (1, 16)
+    """numbers of seeds to time (vmapped in one program)"""
+    only: tuple[str, ...] = ()
+    """benchmark groups to run (default: all)"""
+    total_timesteps: int = 500_000
+    """env steps per seed for the PPO group"""
+    out: str | None = None
+    """output folder (default runs/bench-<timestamp>)"""
+
+
+@dataclass
+class Row:
+    name: str
+    seeds: int
+    compile_seconds: float
+    steps_per_second: float  # env steps of all seeds together, compile excluded
+    note: str = ""
+
+
+def _time_compiled(fn: Callable, *args) -> tuple[float, float, object]:
+    """(compile seconds, run seconds, output) of ``jax.jit(fn)(*args)``."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return compile_s, time.perf_counter() - t0, out
+
+
+def env_ceiling(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int) -> Row:
+    """Random actions in ``num_envs`` envs per seed, same wrappers, no learning."""
+    import envs
+
+    env, params = envs.make(env_id)
+    venv = envs.vectorize(env, num_envs)
+    space = env.action_space(params)
+
+    def one_seed(key):
+        key, reset_key = jax.random.split(key)
+        obs, state = venv.reset(reset_key, params)
+
+        def step(carry, k):
+            state, total = carry
+            act_key, step_key = jax.random.split(k)
+            action = jax.vmap(space.sample)(jax.random.split(act_key, num_envs))
+            _, state, reward, _, _, _ = venv.step(step_key, state, action, params)
+            return (state, total + reward.sum()), None
+
+        (_, total), _ = jax.lax.scan(step, (state, 0.0), jax.random.split(key, steps_per_env))
+        return total
+
+    keys = jnp.stack([jax.random.key(s) for s in range(num_seeds)])
+    compile_s, run_s, _ = _time_compiled(jax.vmap(one_seed), keys)
+    return Row(f"env only ({env_id}, random actions)", num_seeds, compile_s,
+               num_seeds * num_envs * steps_per_env / run_s)
+
+
+def ppo_group(args: BenchArgs) -> list[Row]:
+    """Library PPO vs PureJaxRL-style PPO vs env-only ceiling, CartPole-v1."""
+    import envs
+    import rl
+    from agents import ppo
+    from experiments import presets
+    from experiments.baselines import purejaxrl_ppo
+
+    preset = presets.get("purejaxrl-cartpole")
+    config = dataclasses.replace(ppo.Config(**preset.config), total_timesteps=args.total_timesteps)
+    env, env_params = envs.make("CartPole-v1")
+    rows = []
+    for n in args.seeds:
+        algo = ppo.make(config, env, env_params)
+        result = rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(n), num_chunks=1)
+        ours = Row("ppo (this library)", n, result.compile_seconds, result.env_steps_per_second)
+
+        base_cfg = dict(purejaxrl_ppo.CONFIG, TOTAL_TIMESTEPS=args.total_timesteps)
+        train_fn, num_updates = purejaxrl_ppo.make_train(base_cfg)
+        keys = jax.random.split(jax.random.PRNGKey(0), n)
+        c, r, _ = _time_compiled(jax.vmap(train_fn), keys)
+        steps = n * num_updates * base_cfg["NUM_ENVS"] * base_cfg["NUM_STEPS"]
+        base = Row("ppo (PureJaxRL-style single file)", n, c, steps / r)
+
+        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.num_updates * config.num_steps, n)
+        ours.note = (f"{ours.steps_per_second / base.steps_per_second:.2f}x baseline, "
+                     f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only")
+        base.note = f"{base.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
+        rows += [ours, base, ceiling]
+        _print_rows(rows[-3:])
+    return rows
+
+
+# name -> function(args) -> rows; other modules add their groups here.
+GROUPS: dict[str, Callable[[BenchArgs], list[Row]]] = {"ppo": ppo_group}
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "devices": ", ".join(sorted({d.device_kind for d in jax.devices()})) + f" x{jax.device_count()}",
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _print_rows(rows: list[Row]) -> None:
+    for r in rows:
+        print(f"  {r.name:<42} seeds={r.seeds:<3} compile {r.compile_seconds:6.1f} s   "
+              f"{r.steps_per_second:>12,.0f} steps/s   {r.note}", flush=True)
+
+
+def to_markdown(rows: list[Row], info: dict[str, str]) -> str:
+    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}", "",
+             "| benchmark | seeds | compile (s) | env steps/s | note |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {r.name} | {r.seeds} | {r.compile_seconds:.1f} | {r.steps_per_second:,.0f} | {r.note} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    import tyro
+
+    args = tyro.cli(BenchArgs, args=argv, config=(tyro.conf.FlagConversionOff,))
+    unknown = sorted(set(args.only) - set(GROUPS))
+    if unknown:
+        print(f"error: unknown benchmark group(s) {unknown}; groups: {', '.join(GROUPS)}")
+        return 2
+    info = machine()
+    print(f"machine: {info}", flush=True)
+    rows: list[Row] = []
+    for name, group in GROUPS.items():
+        if not args.only or name in args.only:
+            print(f"[{name}]", flush=True)
+            rows += group(args)
+    out = Path(args.out or f"runs/bench-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps({"machine": info, "rows": [dataclasses.asdict(r) for r in rows]},
+                                               indent=2))
+    (out / "bench.md").write_text(to_markdown(rows, info))
+    print("\n" + to_markdown(rows, info) + f"\nwritten to {out}/bench.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
