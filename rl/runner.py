@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from rl import distributed
 from rl.errors import ConfigError
 
 PRNGKey = chex.PRNGKey
@@ -295,7 +296,8 @@ def run_batch(
     schedule = chunk_schedule(algo.num_updates, num_chunks)
     starts = [0, *np.cumsum(schedule).tolist()]  # starts[c]: updates done before chunk c
     sharding = NamedSharding(mesh, P(RUN_AXIS))
-    keys, hypers = jax.device_put((keys, hypers), sharding)
+    # every process holds the same keys/hypers; each places its own shards
+    keys, hypers = distributed.put_global((keys, hypers), sharding)
     if resume and checkpointer is None:
         raise ValueError("resume=True needs a checkpointer to read the checkpoint from")
 
@@ -344,7 +346,7 @@ def run_batch(
     def drain(item) -> bool:
         """Hand one finished chunk to the host; whether it diverged."""
         start, length, metrics = item
-        report = ChunkReport(start, length, jax.device_get(metrics), time.perf_counter() - t0)
+        report = ChunkReport(start, length, distributed.to_host(metrics), time.perf_counter() - t0)
         host_metrics.append(report.metrics)
         if on_chunk is not None:
             on_chunk(report)
