@@ -270,6 +270,7 @@ def run_batch(
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
+    stop_on_divergence: bool = False,
 ) -> TrainResult:
     """Train N runs (``keys[N]``, ``hypers`` with leading axis N) to the end.
 
@@ -289,6 +290,12 @@ def run_batch(
         True the chunks in flight finish, a checkpoint is saved and the
         result has ``status == "interrupted"``.
       checkpoint_meta: JSON-able record stored with every checkpoint.
+      stop_on_divergence: stop at the end of the chunk where a run first
+        reports ``nonfinite`` (status ``"diverged"``, that chunk's metrics
+        delivered, its state neither continued nor saved). When False (the
+        default here, for sweeps where some settings are expected to blow
+        up) all runs train to the end and ``divergence`` lists the runs
+        that went non-finite; ``train`` stops by default.
     """
     mesh = make_mesh() if mesh is None else mesh
     num_runs = int(keys.shape[0])
@@ -350,8 +357,9 @@ def run_batch(
         host_metrics.append(report.metrics)
         if on_chunk is not None:
             on_chunk(report)
-        divergence.extend(_divergences(report.metrics, start))
-        return bool(divergence)
+        seen = {d.run for d in divergence}
+        divergence.extend(d for d in _divergences(report.metrics, start) if d.run not in seen)
+        return bool(divergence) and stop_on_divergence
 
     def save(chunks_done: int) -> None:
         checkpointer.save(
@@ -374,7 +382,7 @@ def run_batch(
         while pending and (due or chunk == len(schedule) or len(pending) > 1):
             if drain(pending.pop(0)):
                 break
-        if divergence:
+        if divergence and stop_on_divergence:
             status = "diverged"
             break
         if due:
@@ -442,6 +450,7 @@ def train(
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
+    stop_on_divergence: bool = True,
 ) -> TrainResult:
     """Train ``algo`` with ``hyper`` on every seed in parallel.
 
@@ -449,7 +458,8 @@ def train(
     each) to train H hyperparameter settings at once; the runs are then laid
     out hyper-major, run ``h * S + s`` having ``hyper[h]`` and ``seeds[s]``,
     all in one compile. ``hyper.validate()`` is called first when it exists.
-    Checkpointing, resuming and stopping: see :func:`run_batch`.
+    Checkpointing, resuming and stopping: see :func:`run_batch`; here a NaN or
+    inf stops training by default (``stop_on_divergence``).
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
@@ -472,5 +482,5 @@ def train(
     return run_batch(
         algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk,
         checkpointer=checkpointer, resume=resume, should_stop=should_stop,
-        checkpoint_meta=checkpoint_meta,
+        checkpoint_meta=checkpoint_meta, stop_on_divergence=stop_on_divergence,
     )

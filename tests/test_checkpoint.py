@@ -152,7 +152,7 @@ def test_divergence_stops_at_the_end_of_its_chunk_and_keeps_the_last_good_checkp
     seen = []
     with Checkpointer(tmp_path, every=every, max_to_keep=3) as ckpt:
         result = runner.run_batch(algo, keys, toy_hyper(bad=(0.0, 1.0)), num_chunks=6, checkpointer=ckpt,
-                                  on_chunk=lambda r: seen.append(r.first_update))
+                                  on_chunk=lambda r: seen.append(r.first_update), stop_on_divergence=True)
         steps = ckpt.steps()
     assert result.status == "diverged"
     assert result.divergence == [runner.Divergence(run=1, update=7)]
@@ -164,6 +164,15 @@ def test_divergence_stops_at_the_end_of_its_chunk_and_keeps_the_last_good_checkp
         with Checkpointer(tmp_path) as ckpt:
             restored = ckpt.restore(jax.eval_shape(jax.vmap(algo.init), keys, toy_hyper()))
         assert np.all(np.isfinite(restored.state.params["w"]))
+
+
+def test_without_stop_on_divergence_every_run_trains_to_the_end():
+    # what a sweep wants: one setting blowing up must not stop the others
+    algo, keys = toy_algorithm(nan_at=3), runner.seed_keys([0, 1, 2])
+    result = runner.run_batch(algo, keys, toy_hyper(bad=(0.0, 1.0, 1.0)), num_chunks=6)
+    assert result.status == "completed" and result.num_updates == 12
+    assert result.divergence == [runner.Divergence(1, 3), runner.Divergence(2, 3)]
+    assert np.all(np.isfinite(np.asarray(result.state.params["w"][0])))
 
 
 def test_stop_on_signals_sets_a_flag_and_restores_the_handlers():
