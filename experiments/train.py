@@ -522,7 +522,7 @@ def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds)
         ]
     if result.status == "interrupted":
         summary["signal"] = result.extra.get("signal")
-    if result.status != "completed":
+    if result.status != "completed" and result.checkpoint_step is not None:
         summary["resume_command"] = resume_command(run_dir)
     write_json(run_dir / SUMMARY_FILE, summary)
     print_summary(summary, algo.num_updates)
@@ -534,6 +534,10 @@ def print_summary(s: dict[str, Any], planned_updates: int | None = None) -> None
     where = f"  run folder: {s['run_dir']}"
     if status == "interrupted":
         ckpt = s.get("checkpoint_update")
+        if ckpt is None:
+            print(f"{s['agent']} on {s['env']}: interrupted before the first chunk finished; nothing was "
+                  f"saved, start the run again.\n{where}", flush=True)
+            return
         print(f"{s['agent']} on {s['env']}: interrupted after update {s['num_updates']} of {planned_updates} "
               f"({s['total_timesteps']:,} env steps per seed); checkpoint saved at update {ckpt}.\n"
               f"  resume with: {s['resume_command']}\n{where}", flush=True)
