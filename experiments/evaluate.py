@@ -45,7 +45,7 @@ PYGAME_ENVS = GIF_ENVS[:5]  # drawn by gymnasium's classic-control renderer, whi
 class EvalArgs:
     """Evaluate a trained policy: mean episode return with a confidence interval."""
 
-    run_dir: Annotated[str, tyro.conf.Positional]
+    run_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """run folder written by python -m experiments.train"""
     episodes: int = 100
     """episodes per evaluated run (played in parallel)"""
@@ -278,8 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = tyro_cli(EvalArgs, args=argv, prog="python -m experiments.evaluate",
-                        config=(tyro.conf.FlagConversionOff,))
+        args = tyro_cli(EvalArgs, args=argv, prog="python -m experiments.evaluate")
         evaluate(args)
         return 0
     except (ConfigError, UsageError) as err:
