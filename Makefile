@@ -25,5 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.benchmark
 
+validate: $(STAMP)
+	$(PY) -m experiments.validate
+
 clean:
 	rm -rf $(VENV) runs

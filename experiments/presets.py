@@ -150,3 +150,70 @@ def load_file(path: str | Path) -> Preset:
         source=data.get("source", str(path)),
         published=data.get("published"),
     )
+
+
+register(
+    Preset(
+        name="cleanrl-dqn-cartpole",
+        agent="dqn",
+        env="CartPole-v1",
+        config=dict(
+            num_envs=1,
+            train_frequency=10,
+            gradient_steps=1,
+            total_timesteps=500_000,
+            buffer_size=10_000,
+            batch_size=128,
+            learning_starts=10_000,
+            target_update_interval=500,
+            n_step=1,
+            double=False,
+            dueling=False,
+            loss="l2",  # CleanRL: mean squared TD error (we take 0.5 td^2; Adam is scale-invariant)
+            max_grad_norm=None,
+            hidden_sizes=(120, 84),
+            activation="relu",
+        ),
+        hyper=dict(
+            learning_rate=2.5e-4,
+            gamma=0.99,
+            tau=1.0,
+            eps_start=1.0,
+            eps_end=0.05,
+            exploration_fraction=0.5,
+        ),
+        source="CleanRL cleanrl/dqn_jax.py defaults (Huang et al., 2022); result: docs.cleanrl.dev/rl-algorithms/dqn",
+        published="498.38 ± 2.29 (3 seeds)",
+    )
+)
+
+register(
+    Preset(
+        name="purejaxql-pqn-cartpole",
+        agent="pqn",
+        env="CartPole-v1",
+        config=dict(
+            num_envs=32,
+            num_steps=64,
+            num_minibatches=16,
+            update_epochs=4,
+            total_timesteps=500_000,
+            hidden_sizes=(256, 256),
+            activation="relu",
+            layer_norm=True,
+            anneal_lr=True,
+        ),
+        hyper=dict(
+            learning_rate=1e-4,
+            gamma=0.99,
+            q_lambda=0.95,
+            eps_start=1.0,
+            eps_end=0.2,
+            exploration_fraction=0.2,
+            max_grad_norm=10.0,
+            reward_scale=0.1,
+        ),
+        source="purejaxql purejaxql/config/alg/pqn_cartpole.yaml (Gallici et al., 2024)",
+        published=None,  # the paper and repository give CartPole only as curves, no figure
+    )
+)

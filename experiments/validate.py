@@ -1,0 +1,165 @@
+"""Reproduce the published presets and print how close we come.
+
+    python -m experiments.validate                        # every preset, 8 seeds each
+    python -m experiments.validate --only cleanrl-dqn-cartpole --num-seeds 4
+
+Each preset of ``experiments.presets.PRESETS`` is trained at its published
+budget (its config as given, every other field at the agent's default) on
+``--num-seeds`` seeds in parallel (``rl.train``). Its score is the final return
+as ``experiments.train`` reports it: per seed, the mean return of the episodes
+completed in the last 5% of training (``rl.stats.final_return``); the table
+gives the mean over seeds with a 95% percentile-bootstrap interval, next to the
+published figure and its source. Results go to
+``runs/validate-<timestamp>/table.md`` (and ``results.json``), one row at a time,
+so an interrupted validation keeps the rows it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+FINAL_FRACTION = 0.05  # as experiments.train: episodes of the last 5% of updates
+
+
+@dataclass(frozen=True)
+class ValidateArgs:
+    """Train every preset at its published budget and compare with the published result."""
+
+    only: tuple[str, ...] = ()
+    """preset names to run (default: all of experiments.presets.PRESETS)"""
+    num_seeds: int = 8
+    """seeds per preset, trained in parallel"""
+    seed: int = 0
+    """first seed; the runs use seed, ..., seed + num_seeds - 1"""
+    out: str | None = None
+    """results folder (default runs/validate-<timestamp>)"""
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    preset: str
+    agent: str
+    env: str
+    steps: int  # env steps per seed
+    num_seeds: int
+    mean: float  # mean over seeds of the final return (nan if no episode ended)
+    ci_low: float
+    ci_high: float
+    per_seed: list[float]
+    published: str | None
+    source: str
+    seconds: float  # wall time of the preset, compilation included
+
+
+def build(preset) -> tuple[Any, Any]:
+    """The algorithm and hyperparameters a preset describes (nothing compiled)."""
+    import agents
+    import envs
+
+    module = agents.get(preset.agent)
+    tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    config = dataclasses.replace(module.Config(), **tuples(preset.config))
+    hyper = dataclasses.replace(module.Hyper(), **tuples(preset.hyper))
+    hyper.validate()
+    env, env_params = envs.make(preset.env)
+    return module.make(config, env, env_params), hyper
+
+
+def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
+    """Train one preset on ``num_seeds`` seeds and summarise its final return."""
+    import rl
+    from rl import stats
+
+    start = time.perf_counter()
+    algo, hyper = build(preset)
+    result = rl.train(algo, hyper, seeds=range(first_seed, first_seed + num_seeds))
+    final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], FINAL_FRACTION)
+    valid = final[np.isfinite(final)]
+    mean = float(np.mean(valid)) if valid.size else float("nan")
+    low, high = stats.bootstrap_ci(valid) if valid.size else (float("nan"), float("nan"))
+    return Row(
+        preset=preset.name,
+        agent=preset.agent,
+        env=preset.env,
+        steps=result.env_steps_per_run,
+        num_seeds=num_seeds,
+        mean=mean,
+        ci_low=float(low),
+        ci_high=float(high),
+        per_seed=[float(x) for x in final],
+        published=preset.published,
+        source=preset.source,
+        seconds=time.perf_counter() - start,
+    )
+
+
+HEADER = (
+    "| preset | agent | env | steps | seeds | ours: mean [95% CI] | published | source |\n"
+    "|---|---|---|---:|---:|---|---|---|\n"
+)
+
+
+def format_row(row: Row) -> str:
+    ours = f"{row.mean:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" if np.isfinite(row.mean) else "no episode ended"
+    return (
+        f"| {row.preset} | {row.agent} | {row.env} | {row.steps:,} | {row.num_seeds} | {ours} | "
+        f"{row.published or '-'} | {row.source} |\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import tyro
+
+    from experiments import presets
+    from rl.errors import ConfigError
+
+    args = tyro.cli(
+        ValidateArgs,
+        args=sys.argv[1:] if argv is None else list(argv),
+        prog="python -m experiments.validate",
+        config=(tyro.conf.FlagConversionOff,),
+    )
+    unknown = sorted(set(args.only) - set(presets.PRESETS))
+    if unknown:
+        print(f"error: unknown preset(s) {unknown}; known: {', '.join(sorted(presets.PRESETS))}", file=sys.stderr)
+        return 2
+    if args.num_seeds < 1:
+        print(f"error: num_seeds={args.num_seeds} is invalid: must be a positive integer", file=sys.stderr)
+        return 2
+    names = list(args.only) or list(presets.PRESETS)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"validate-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    table, rows = out / "table.md", []
+    table.write_text(HEADER)
+    print(f"validating {len(names)} preset(s) on {args.num_seeds} seeds each -> {table}", flush=True)
+    print(HEADER, end="", flush=True)
+    for name in names:
+        try:
+            row = run_preset(presets.get(name), args.num_seeds, args.seed)
+        except ConfigError as err:
+            print(f"| {name} | error: {err} |", flush=True)
+            continue
+        rows.append(row)
+        line = format_row(row)
+        with table.open("a") as f:
+            f.write(line)
+        (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        print(line, end="", flush=True)
+    print(f"\nwritten: {table}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
