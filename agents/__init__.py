@@ -18,6 +18,9 @@ AGENTS: dict[str, str] = {
     "ppo": "agents.ppo",
     "dqn": "agents.dqn",
     "pqn": "agents.pqn",
+    "sac": "agents.sac",
+    "td3": "agents.td3",
+    "ddpg": "agents.ddpg",
 }
 
 

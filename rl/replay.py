@@ -76,7 +76,10 @@ def add(buffer, buffer_state, transition: Transition):
 
 def sample(buffer, buffer_state, key) -> Stored:
     """``batch_size`` sequences, each field `[batch_size, n_step, ...]`."""
-    return buffer.sample(buffer_state, key).experience
+    # flashbax adds `[batch, 1] + [n_step]` indices: allow that rank promotion even where
+    # a caller (or a test module) made it strict, so agents using replay stay traceable.
+    with jax.numpy_rank_promotion("allow"):
+        return buffer.sample(buffer_state, key).experience
 
 
 def first(sequences: Stored) -> Stored:
