@@ -40,6 +40,16 @@ from rl import runner
 from rl.checkpoint import Checkpointer, StopOnSignals, has_checkpoint
 from rl.errors import ConfigError
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def allow_rank_promotion():
+    """Haiku's orthogonal initializer promotes ranks implicitly; another test module sets
+    jax_numpy_rank_promotion='raise' globally at import, which must not leak into these runs."""
+    with jax.numpy_rank_promotion("allow"):
+        yield
+
+
 # ------------------------------------------------------------------------------ a toy algorithm
 
 

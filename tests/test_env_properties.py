@@ -71,6 +71,14 @@ seeds = st.integers(0, 2**31 - 1)
 time_limits = st.one_of(st.integers(1, 9), st.none())  # None: the env's default limit
 
 
+@pytest.fixture(autouse=True, scope="module")
+def allow_rank_promotion():
+    """Some gymnax envs (Swimmer-misc) promote ranks implicitly; another test module sets
+    jax_numpy_rank_promotion='raise' globally at import, which must not leak in here."""
+    with jax.numpy_rank_promotion("allow"):
+        yield
+
+
 def with_limit(params, limit):
     """params with time limit ``limit`` (same dtype as the default: some envs keep float clocks)."""
     if limit is None:
