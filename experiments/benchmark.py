@@ -12,6 +12,11 @@ came from. Groups:
   same settings, and the env-only ceiling: the same number of envs stepping
   with random actions through the same wrappers, no learning. The whole
   training is one jitted scan (one chunk) in every case.
+* ``sweep``: 64 PPO CartPole configurations (learning rates) x 1 seed at the
+  PureJaxRL preset as one ``rl.sweep`` (one compile) against 64 separate
+  ``rl.train`` runs (64 compiles), with the speed-up in compile + run time.
+  Timing all 64 separate runs takes a while (each compiles); ``--sweep-separate
+  8`` times 8 of them and extrapolates.
 
 Figures are wall-clock on the current machine: run it on an idle machine.
 """
@@ -45,6 +50,10 @@ class BenchArgs:
     """env steps per seed for the PPO group"""
     out: str | None = None
     """output folder (default runs/bench-<timestamp>)"""
+    sweep_configs: int = 64
+    """sweep group: configurations (learning rates) x 1 seed in one compile"""
+    sweep_separate: int = 64
+    """sweep group: how many of the separate runs to time (the rest extrapolated from their mean)"""
 
 
 @dataclass
@@ -127,8 +136,51 @@ def ppo_group(args: BenchArgs) -> list[Row]:
     return rows
 
 
+def sweep_group(args: BenchArgs) -> list[Row]:
+    """A sweep of N PPO CartPole configurations x 1 seed in one compile vs N separate runs.
+
+    The sweep is ``rl.sweep`` over N learning rates (log-spaced 1e-4..1e-2) at
+    the PureJaxRL preset: one program, all runs vmapped. The separate runs are
+    what one would do without it: ``rl.train`` once per learning rate, each
+    compiling its own program. Both train the same runs (same keys and
+    settings); the speed-up compares compile + run wall time.
+    """
+    import envs
+    import rl
+    from agents import ppo
+    from experiments import presets
+
+    preset = presets.get("purejaxrl-cartpole")
+    config = dataclasses.replace(ppo.Config(**preset.config), total_timesteps=args.total_timesteps)
+    hyper = ppo.Hyper(**preset.hyper)
+    n = args.sweep_configs
+    rates = [float(f"{x:.6g}") for x in np.geomspace(1e-4, 1e-2, n)]
+    res = rl.sweep(ppo, "CartPole-v1", grid={"learning_rate": rates}, seeds=[0], config=config, hyper=hyper,
+                   num_chunks=1, progress=False, verbose=False)
+    steps = n * config.num_updates * config.batch_size
+    sweep_wall = res.compile_seconds + res.run_seconds
+    env, env_params = envs.make("CartPole-v1")
+    timed = max(1, min(args.sweep_separate, n))
+    compile_s = run_s = 0.0
+    for lr in rates[:timed]:
+        result = rl.train(ppo.make(config, env, env_params), dataclasses.replace(hyper, learning_rate=lr),
+                          seeds=[0], num_chunks=1)
+        compile_s, run_s = compile_s + result.compile_seconds, run_s + result.run_seconds
+    scale = n / timed  # extrapolate the runs not timed from the timed ones' mean
+    separate_wall = (compile_s + run_s) * scale
+    timed_note = "" if timed == n else f", {timed} timed and x{scale:.1f}"
+    rows = [
+        Row(f"ppo sweep: {n} configs x 1 seed, one compile", n, res.compile_seconds, steps / res.run_seconds,
+            f"{sweep_wall:.0f} s compile+run: {separate_wall / sweep_wall:.1f}x faster than {n} separate runs"),
+        Row(f"ppo: {n} separate runs (rl.train each)", 1, compile_s * scale, steps / (run_s * scale),
+            f"{separate_wall:.0f} s compile+run in all{timed_note}"),
+    ]
+    _print_rows(rows)
+    return rows
+
+
 # name -> function(args) -> rows; other modules add their groups here.
-GROUPS: dict[str, Callable[[BenchArgs], list[Row]]] = {"ppo": ppo_group}
+GROUPS: dict[str, Callable[[BenchArgs], list[Row]]] = {"ppo": ppo_group, "sweep": sweep_group}
 
 
 def machine() -> dict[str, str]:
