@@ -10,7 +10,13 @@ from absl.testing import parameterized
 
 from rl.returns import gae_advantages, n_step_targets
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def strict_rank_promotion():
+    """Implicit rank promotion is an error here, and only here (not process-wide)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 def numpy_gae(r, v, boot, term, trunc, gamma, lam):
