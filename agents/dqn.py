@@ -409,12 +409,23 @@ def collect(static: Static, state: State, eps: Array, key: chex.PRNGKey):
 
 
 def loss(static: Static, params: hk.Params, target_params: hk.Params, sequences: replay.Stored, hyper: Hyper):
-    """Mean Huber or L2 loss of the (double) n-step Q-learning TD errors on `[B, n]` sequences."""
+    """Mean TD loss on sampled sequences (Mnih et al., 2015, eq. 2; double: van Hasselt et al., 2016).
+
+    ``y = r + D * Q_target(s'_K, a*)`` with ``a* = argmax_a Q_target(s'_K, a)``, or
+    ``argmax_a Q(s'_K, a)`` when double; ``r``, ``D`` and ``s'_K = next_obs[last]`` come from
+    ``n_step_transition``. ``L = mean_i loss(y_i - Q(s_i, a_i))`` with ``loss`` ``0.5 x^2``
+    (l2) or Huber with delta 1. The paper's ``theta^-`` is ``target_params``; ``y`` carries
+    no gradient.
+
+    Args:
+      sequences: `[B, n, ...]` sampled by ``rl.replay.sample``; step 0 is the one learned from.
+
+    Returns:
+      ``(loss, {"q_mean": mean Q(s, a) of the batch})``.
+    """
     first = replay.first(sequences)
     r, discount, last = n_step_transition(sequences, hyper.gamma)
-    next_obs = jnp.take_along_axis(
-        sequences.next_obs, last.reshape((-1, 1) + (1,) * (sequences.next_obs.ndim - 2)), axis=1
-    )[:, 0]
+    next_obs = sequences.next_obs[jnp.arange(last.shape[0]), last]  # [B, *obs_shape]
     q_tm1 = static.network.apply(params, first.obs)
     q_t_value = static.network.apply(target_params, next_obs)
     q_t_selector = static.network.apply(params, next_obs) if static.config.double else None

@@ -179,8 +179,36 @@ def sweep_group(args: BenchArgs) -> list[Row]:
     return rows
 
 
+def dqn_group(args: BenchArgs) -> list[Row]:
+    """DQN on CartPole-v1 at the CleanRL preset (one env, a gradient step every 10 env steps).
+
+    Next to it the env-only ceiling of one env stepping with random actions: with one env
+    the speed is set by the per-step work of a sequential scan, not by the learning.
+    """
+    import envs
+    import rl
+    from agents import dqn
+    from experiments import presets
+
+    preset = presets.get("cleanrl-dqn-cartpole")
+    config = dataclasses.replace(dqn.Config(**preset.config), total_timesteps=args.total_timesteps)
+    env, env_params = envs.make("CartPole-v1")
+    rows = []
+    for n in args.seeds:
+        result = rl.train(dqn.make(config, env, env_params), dqn.Hyper(**preset.hyper), seeds=range(n),
+                          num_chunks=1)
+        ours = Row("dqn (CleanRL preset)", n, result.compile_seconds, result.env_steps_per_second)
+        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.total_timesteps // config.num_envs, n)
+        ours.note = f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
+        rows += [ours, ceiling]
+        _print_rows(rows[-2:])
+    return rows
+
+
 # name -> function(args) -> rows; other modules add their groups here.
-GROUPS: dict[str, Callable[[BenchArgs], list[Row]]] = {"ppo": ppo_group, "sweep": sweep_group}
+GROUPS: dict[str, Callable[[BenchArgs], list[Row]]] = {
+    "ppo": ppo_group, "sweep": sweep_group, "dqn": dqn_group,
+}
 
 
 def machine() -> dict[str, str]:
