@@ -16,9 +16,8 @@ from rl.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def _haiku_init_needs_rank_promotion():
-    # haiku's Orthogonal initializer multiplies (n, m) by (m,), which the strict mode
-    # (set globally by other test modules) rejects; leaf functions and `update` are
-    # checked under "raise" below.
+    # haiku's Orthogonal initializer multiplies (n, m) by (m,), which strict rank promotion
+    # rejects, so the runs allow it; the leaf functions are checked under "raise" below.
     with jax.numpy_rank_promotion("allow"):
         yield
 
