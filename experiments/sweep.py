@@ -44,10 +44,12 @@ from experiments.train import C, H, TrainArgs, UsageError, _resolve, _take_flag,
 class SweepArgs(TrainArgs[C, H]):
     """Sweep hyperparameters over seeds: one compile for all traced values x seeds, sharded over every device."""
 
+    out: str | None = None
+    """report folder (default runs/<timestamp>-sweep-<agent>-<env>); must not exist or be empty"""
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """NAME=V1,V2,... (repeatable): sweep the product of the value lists"""
+    """NAME=V1,V2,...: sweep the product of the value lists"""
     sample: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """NAME=uniform:LOW:HIGH | loguniform:LOW:HIGH | choice:V1,V2,... (repeatable): random search"""
+    """NAME=uniform:LOW:HIGH | loguniform:LOW:HIGH | choice:V1,V2,...: random search"""
     samples: int | None = None
     """number of random configurations drawn from the --sample distributions"""
     sample_seed: int = 0
@@ -114,6 +116,10 @@ def out_dir_for(agent_name: str, args: SweepArgs) -> Path:
     return path
 
 
+# TrainArgs fields the sweep reads; any other train flag is refused, never silently ignored
+READS = {"config", "hyper", "env", "num_seeds", "seed", "out", "num_chunks", "preset", "preset_file", "progress"}
+
+
 def run(agent_name: str, args: SweepArgs) -> Any:
     """Run the sweep the arguments describe (library entry point); returns the ``SweepResult``."""
     import agents
@@ -121,6 +127,9 @@ def run(agent_name: str, args: SweepArgs) -> Any:
     from rl.errors import check
 
     module = _resolve(agents.get, agent_name)
+    for f in dataclasses.fields(TrainArgs):
+        if f.name not in READS and f.default is not dataclasses.MISSING and getattr(args, f.name) != f.default:
+            raise UsageError(f"--{f.name.replace('_', '-')} is a train option the sweep does not support")
     check(isinstance(args.num_seeds, int) and args.num_seeds > 0, "num_seeds", args.num_seeds,
           "must be a positive integer")
     grid, sample = _specs(args.grid, "grid"), _specs(args.sample, "sample")

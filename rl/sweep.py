@@ -908,7 +908,10 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
     preset = best_preset(res)
     _write_json(out / "best_preset.json", preset)
 
-    shown = [int(c) for c in summary["config"]][: plot_top or None]
+    ranked = [int(c) for c in summary["config"]]
+    shown = ranked[: plot_top or None]
+    # profiles: configurations spread over the ranks (best to worst); the top ones often all saturate
+    spread = [ranked[i] for i in np.unique(np.linspace(0, len(ranked) - 1, len(shown)).round().astype(int))]
     # learning curves with 95% bootstrap bands
     curves = {}
     for c in shown:
@@ -924,20 +927,22 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
         taus = np.linspace(scored.min(), scored.max(), 101)
         import pandas as pd
 
-        rows, prof_curves = [], {}
+        rows, profiles = [], {}
         for c in range(len(p.configs)):
             x = res.final[c][np.isfinite(res.final[c])]
             if not x.size:
                 continue
-            prof, low, high = stats.performance_profile(x, taus, num_resamples=NUM_RESAMPLES)
+            profiles[c] = stats.performance_profile(x, taus, num_resamples=NUM_RESAMPLES)
+            prof, low, high = profiles[c]
             rows.append(pd.DataFrame({"config": c, "tau": taus, "fraction": prof, "low": low, "high": high}))
-            if c in shown:
-                prof_curves[_label(p, c)] = (taus, prof, low, high)
+        prof_curves = {f"rank {ranked.index(c) + 1}: {_label(p, c)}": (taus, *profiles[c])
+                       for c in spread if c in profiles}
         frame = pd.concat(rows, ignore_index=True)
         _atomic(out / "profiles.csv", lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
         if prof_curves:
             plots.plot_curves(out / "performance_profile.png", prof_curves,
-                              title=f"performance profiles ({which} configurations, {len(p.seeds)} seeds)",
+                              title=f"performance profiles ({len(spread)} of {len(p.configs)} configurations "
+                                    f"spread over the ranking, {len(p.seeds)} seeds)",
                               ylabel="fraction of seeds with final return >= tau",
                               xlabel="final return threshold tau")
     for name in p.names:
