@@ -35,7 +35,10 @@ SHARD_SCRIPT = textwrap.dedent(
 
 
 def _run(script, *args, devices=4):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    # Single-threaded Eigen: with several forced host devices on few cores,
+    # XLA CPU can deadlock its shared thread pool (see rl/runner._sharded).
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"
+    env = dict(os.environ, XLA_FLAGS=flags,
                JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                          text=True, timeout=600)
