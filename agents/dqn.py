@@ -41,7 +41,7 @@ import optax
 import rlax
 
 import envs
-from agents.networks import ACTIVATIONS, MLP, linear_head
+from agents.networks import INITS, ACTIVATIONS, MLP, linear_head
 from agents.ppo import validate_hyper
 from rl import offpolicy, replay
 from rl.errors import check, check_field_types
@@ -89,6 +89,8 @@ class Config:
     """hidden activation: one of tanh, relu, gelu, elu, silu, leaky_relu"""
     layer_norm: bool = False
     """LayerNorm after each hidden linear layer"""
+    init: str = "orthogonal"
+    """weight initialiser: orthogonal (gain sqrt 2 hidden, 1 head) or lecun_normal (flax/CleanRL default)"""
     eval_epsilon: float = 0.05
     """exploration rate of ``act`` when not deterministic (evaluation)"""
 
@@ -167,6 +169,7 @@ class Config:
             f"must be one of {', '.join(ACTIVATIONS)}",
         )
         check(0.0 <= self.eval_epsilon <= 1.0, "eval_epsilon", self.eval_epsilon, "must lie in [0, 1]")
+        check(self.init in INITS, "init", self.init, f"must be one of {', '.join(INITS)}")
 
 
 @jax.tree_util.register_dataclass
@@ -252,15 +255,16 @@ def q_network(
     activation: str,
     layer_norm: bool = False,
     dueling_head: bool = False,
+    init: str = "orthogonal",
 ) -> hk.Transformed:
-    """An MLP Q-network ``obs[B, ...] -> q[B, num_actions]`` (orthogonal init)."""
+    """An MLP Q-network ``obs[B, ...] -> q[B, num_actions]``."""
 
     def forward(obs):
-        torso = MLP(hidden_sizes, activation, layer_norm=layer_norm, name="torso")(obs)
+        torso = MLP(hidden_sizes, activation, layer_norm=layer_norm, name="torso", init=init)(obs)
         if dueling_head:
-            value = linear_head(1, 1.0, name="value_head")(torso)[:, 0]
-            return dueling(value, linear_head(num_actions, 1.0, name="advantage_head")(torso))
-        return linear_head(num_actions, 1.0, name="q_head")(torso)
+            value = linear_head(1, 1.0, name="value_head", init=init)(torso)[:, 0]
+            return dueling(value, linear_head(num_actions, 1.0, name="advantage_head", init=init)(torso))
+        return linear_head(num_actions, 1.0, name="q_head", init=init)(torso)
 
     return hk.without_apply_rng(hk.transform(forward))
 
@@ -486,7 +490,8 @@ def make(config: Config, env: Any, env_params: Any) -> Algorithm:
     config.validate(action_space)
     venv = envs.vectorize(env, config.num_envs)
     network = q_network(
-        action_space.n, config.hidden_sizes, config.activation, config.layer_norm, config.dueling
+        action_space.n, config.hidden_sizes, config.activation, config.layer_norm, config.dueling,
+        config.init,
     )
     with warnings.catch_warnings():  # flashbax announces max_size // num_envs on every build
         warnings.filterwarnings("ignore", message="Setting max_size dynamically")

@@ -173,6 +173,7 @@ register(
             max_grad_norm=None,
             hidden_sizes=(120, 84),
             activation="relu",
+            init="lecun_normal",  # flax.linen.Dense's default, as in dqn_jax.py
         ),
         hyper=dict(
             learning_rate=2.5e-4,

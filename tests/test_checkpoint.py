@@ -305,7 +305,12 @@ def test_kill_9_keeps_the_folder_readable_and_resumes_bit_identical(reference_ru
     try:
         while time.monotonic() < deadline:  # past the first checkpoint (update 4) and one more chunk
             csv = out / "metrics.csv"
-            if csv.exists() and csv.read_bytes().count(b"\n") > 1 + 3 * rows_per_chunk:
+            # saving is asynchronous: under load the files of the checkpoint can land after
+            # later chunks' rows, so wait for its finalised folder (orbax renames it to the step)
+            ckpts = out / "checkpoints"
+            saved = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+            if (csv.exists() and csv.read_bytes().count(b"\n") > 1 + 3 * rows_per_chunk
+                    and any(step >= 4 for step in saved)):
                 break
             assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()!r}"
             time.sleep(0.02)
