@@ -471,13 +471,16 @@ def train(
     if dims <= {0}:
         keys = seed_keys(seeds)
         hypers = broadcast_hyper(hyper, len(seeds))
-    elif dims == {1} and len({np.shape(x)[0] for x in leaves}) == 1:
-        h = np.shape(leaves[0])[0]
+    elif dims <= {0, 1} and len({np.shape(x)[0] for x in leaves if np.ndim(x) == 1}) == 1:
+        # H settings: 1-D fields give one value per setting, scalars are shared
+        h = next(np.shape(x)[0] for x in leaves if np.ndim(x) == 1)
         keys = seed_keys(seeds * h)
-        hypers = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x, jnp.float32), len(seeds)), hyper)
+        hypers = jax.tree.map(
+            lambda x: jnp.repeat(jnp.broadcast_to(jnp.asarray(x, jnp.float32), (h,)), len(seeds)), hyper
+        )
     else:
         raise ConfigError(
-            "hyper", hyper, "every field must be a scalar, or all must be 1-D arrays of one length"
+            "hyper", hyper, "each field must be a scalar or a 1-D array, all 1-D arrays of one length"
         )
     return run_batch(
         algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk,
