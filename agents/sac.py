@@ -689,8 +689,9 @@ def learn(static: Static, params: Params, opt_state: OptState, buffer_state, key
 def learn_when_ready(learn_fn, ready: Array, params, opt_state, *args):
     """``learn_fn(params, opt_state, *args)`` if ``ready`` else unchanged with zero metrics.
 
-    A ``lax.cond``: skipped work is free in one run; under the runner's vmap both
-    branches run and a select keeps one.
+    A ``lax.cond``: the skipped branch costs nothing when called as is; under the
+    runner's vmap over runs the predicate is batched, so both branches run and a
+    select keeps one (the learning before ``learning_starts`` is thrown away).
     """
 
     def skip(params, opt_state, *args):

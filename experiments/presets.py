@@ -326,14 +326,17 @@ register(
             autotune=False,
             noise_exponent=1.0,
         ),
-        hyper=dict(actor_lr=3e-4, critic_lr=3e-4, gamma=0.9999, tau=0.01, alpha=0.1),
+        hyper=dict(actor_lr=3e-4, critic_lr=3e-4, gamma=0.99, tau=0.01, alpha=0.1),
         # White-noise SAC never finds the goal here (0 of 256 uniformly random episodes reach
         # it; pink-noise action sequences reach it in about 3 of 4), so the zoo's gSDE, which
         # this library does not have, is replaced by the temporally correlated pink noise of
         # Eberhard et al. (ICLR 2023), who report SAC solving MountainCarContinuous with it.
+        # gamma 0.99, not the zoo's 0.9999: with 0.9999 one of 4 seeds solved the task and then
+        # collapsed after 30k steps (final 63 +- 61 over seeds 0-3); with 0.99 seeds 0-7 all end
+        # at 94.5 .. 95.0.
         source="rl-baselines3-zoo hyperparams/sac.yml MountainCarContinuous-v0 (fixed ent_coef 0.1, "
-        "gamma 0.9999, train_freq = gradient_steps = 32, batch 512, [64, 64]) with pink action "
-        "noise (Eberhard et al., 2023) in place of gSDE",
+        "train_freq = gradient_steps = 32, batch 512, tau 0.01, [64, 64]) with pink action noise "
+        "(Eberhard et al., 2023) in place of gSDE, and gamma 0.99 instead of 0.9999",
         published=None,  # the zoo's 94.7 +- 1.1 (benchmark.md) is for its gSDE setting, not this one
     )
 )
