@@ -18,7 +18,10 @@ came from. Groups:
   Timing all 64 separate runs takes a while (each compiles); ``--sweep-separate
   8`` times 8 of them and extrapolates.
 
-Figures are wall-clock on the current machine: run it on an idle machine.
+Every figure is the median of ``--repeats`` timed runs (default 3; compile
+seconds too, since each library run compiles afresh): one timing on a shared
+machine can be off by a third. Figures are wall-clock on the current machine:
+run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class BenchArgs:
     """sweep group: configurations (learning rates) x 1 seed in one compile"""
     sweep_separate: int = 64
     """sweep group: how many of the separate runs to time (the rest extrapolated from their mean)"""
+    repeats: int = 3
+    """ppo and dqn groups: timed runs per row; the median is reported"""
+    dqn_timesteps: int = 100_000
+    """env steps per seed for the DQN group (one env per seed, so it is far slower per step)"""
 
 
 @dataclass
@@ -65,17 +72,28 @@ class Row:
     note: str = ""
 
 
-def _time_compiled(fn: Callable, *args) -> tuple[float, float, object]:
-    """(compile seconds, run seconds, output) of ``jax.jit(fn)(*args)``."""
-    t0 = time.perf_counter()
+def _time_compiled(fn: Callable, *args, repeats: int = 1,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(compile seconds, median run seconds over ``repeats`` calls) of ``jax.jit(fn)(*args)``."""
+    t0 = clock()
     compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return compile_s, time.perf_counter() - t0, out
+    compile_s = clock() - t0
+    runs = []
+    for _ in range(repeats):
+        t0 = clock()
+        jax.block_until_ready(compiled(*args))
+        runs.append(clock() - t0)
+    return compile_s, float(np.median(runs))
 
 
-def env_ceiling(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int) -> Row:
+def _median_train(make_result: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median compile seconds, median env steps/s) of ``repeats`` library runs (each compiles)."""
+    results = [make_result() for _ in range(repeats)]
+    return (float(np.median([r.compile_seconds for r in results])),
+            float(np.median([r.env_steps_per_second for r in results])))
+
+
+def env_ceiling(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int, repeats: int = 1) -> Row:
     """Random actions in ``num_envs`` envs per seed, same wrappers, no learning."""
     import envs
 
@@ -98,7 +116,7 @@ def env_ceiling(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int) 
         return total
 
     keys = jnp.stack([jax.random.key(s) for s in range(num_seeds)])
-    compile_s, run_s, _ = _time_compiled(jax.vmap(one_seed), keys)
+    compile_s, run_s = _time_compiled(jax.vmap(one_seed), keys, repeats=repeats)
     return Row(f"env only ({env_id}, random actions)", num_seeds, compile_s,
                num_seeds * num_envs * steps_per_env / run_s)
 
@@ -117,17 +135,18 @@ def ppo_group(args: BenchArgs) -> list[Row]:
     rows = []
     for n in args.seeds:
         algo = ppo.make(config, env, env_params)
-        result = rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(n), num_chunks=1)
-        ours = Row("ppo (this library)", n, result.compile_seconds, result.env_steps_per_second)
+        ours = Row("ppo (this library)", n, *_median_train(
+            lambda: rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats))
 
         base_cfg = dict(purejaxrl_ppo.CONFIG, TOTAL_TIMESTEPS=args.total_timesteps)
         train_fn, num_updates = purejaxrl_ppo.make_train(base_cfg)
         keys = jax.random.split(jax.random.PRNGKey(0), n)
-        c, r, _ = _time_compiled(jax.vmap(train_fn), keys)
+        c, r = _time_compiled(jax.vmap(train_fn), keys, repeats=args.repeats)
         steps = n * num_updates * base_cfg["NUM_ENVS"] * base_cfg["NUM_STEPS"]
         base = Row("ppo (PureJaxRL-style single file)", n, c, steps / r)
 
-        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.num_updates * config.num_steps, n)
+        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.num_updates * config.num_steps, n,
+                              args.repeats)
         ours.note = (f"{ours.steps_per_second / base.steps_per_second:.2f}x baseline, "
                      f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only")
         base.note = f"{base.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
@@ -191,14 +210,15 @@ def dqn_group(args: BenchArgs) -> list[Row]:
     from experiments import presets
 
     preset = presets.get("cleanrl-dqn-cartpole")
-    config = dataclasses.replace(dqn.Config(**preset.config), total_timesteps=args.total_timesteps)
+    config = dataclasses.replace(dqn.Config(**preset.config), total_timesteps=args.dqn_timesteps)
     env, env_params = envs.make("CartPole-v1")
+    algo = dqn.make(config, env, env_params)
     rows = []
     for n in args.seeds:
-        result = rl.train(dqn.make(config, env, env_params), dqn.Hyper(**preset.hyper), seeds=range(n),
-                          num_chunks=1)
-        ours = Row("dqn (CleanRL preset)", n, result.compile_seconds, result.env_steps_per_second)
-        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.total_timesteps // config.num_envs, n)
+        ours = Row("dqn (CleanRL preset)", n, *_median_train(
+            lambda: rl.train(algo, dqn.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats))
+        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.total_timesteps // config.num_envs, n,
+                              args.repeats)
         ours.note = f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
         rows += [ours, ceiling]
         _print_rows(rows[-2:])
@@ -250,6 +270,13 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.only) - set(GROUPS))
     if unknown:
         print(f"error: unknown benchmark group(s) {unknown}; groups: {', '.join(GROUPS)}")
+        return 2
+    for field in ("repeats", "total_timesteps", "dqn_timesteps", "sweep_configs", "sweep_separate"):
+        if getattr(args, field) < 1:
+            print(f"error: --{field.replace('_', '-')}={getattr(args, field)} is invalid: must be an integer >= 1")
+            return 2
+    if not args.seeds or min(args.seeds) < 1:
+        print(f"error: --seeds={list(args.seeds)} is invalid: must be one or more integers >= 1")
         return 2
     info = machine()
     print(f"machine: {info}", flush=True)
