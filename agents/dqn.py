@@ -42,9 +42,8 @@ import rlax
 
 import envs
 from agents.networks import INITS, ACTIVATIONS, MLP, linear_head
-from agents.ppo import validate_hyper
 from rl import offpolicy, replay
-from rl.errors import check, check_field_types
+from rl.errors import POSITIVE, UNIT, UNIT_LEFT_OPEN, check, check_field_types, validate_hyper
 from rl.rollout import rollout
 from rl.runner import Algorithm
 
@@ -192,16 +191,15 @@ class Hyper:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        unit = (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]")
         validate_hyper(
             self,
             {
-                "learning_rate": (lambda v: v > 0, "must be > 0"),
-                "gamma": unit,
-                "tau": (lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]"),
-                "eps_start": unit,
-                "eps_end": unit,
-                "exploration_fraction": unit,
+                "learning_rate": POSITIVE,
+                "gamma": UNIT,
+                "tau": UNIT_LEFT_OPEN,
+                "eps_start": UNIT,
+                "eps_end": UNIT,
+                "exploration_fraction": UNIT,
             },
         )
 

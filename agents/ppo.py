@@ -33,7 +33,7 @@ import rlax
 
 import envs
 from agents.networks import ACTIVATIONS, MLP, linear_head
-from rl.errors import ConfigError, check, check_field_types
+from rl.errors import NON_NEGATIVE, POSITIVE, UNIT, ConfigError, check, check_field_types, validate_hyper
 from rl.returns import gae_advantages
 from rl.rollout import rollout
 from rl.runner import Algorithm
@@ -160,34 +160,15 @@ class Hyper:
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
         rules = {
-            "learning_rate": (lambda v: v > 0, "must be > 0"),
-            "gamma": (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]"),
-            "gae_lambda": (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]"),
-            "clip_eps": (lambda v: v > 0, "must be > 0"),
-            "ent_coef": (lambda v: v >= 0, "must be >= 0"),
-            "vf_coef": (lambda v: v >= 0, "must be >= 0"),
-            "max_grad_norm": (lambda v: v > 0, "must be > 0"),
+            "learning_rate": POSITIVE,
+            "gamma": UNIT,
+            "gae_lambda": UNIT,
+            "clip_eps": POSITIVE,
+            "ent_coef": NON_NEGATIVE,
+            "vf_coef": NON_NEGATIVE,
+            "max_grad_norm": POSITIVE,
         }
         validate_hyper(self, rules)
-
-
-def validate_hyper(hyper: Any, rules: dict) -> None:
-    """Check each field of a hyper dataclass (scalar or array) against a rule."""
-    for f in dataclasses.fields(hyper):
-        raw = getattr(hyper, f.name)
-        ok, allowed = rules[f.name]
-        try:
-            numeric = np.asarray(raw).dtype.kind in "iuf"
-        except (TypeError, ValueError):  # e.g. ragged lists
-            numeric = False
-        check(numeric, f.name, raw, f"{allowed} (got {type(raw).__name__}, not a number or array of numbers)")
-        value = np.asarray(raw, dtype=np.float64)
-        check(
-            value.size > 0 and bool(np.all(np.isfinite(value))) and bool(np.all(ok(value))),
-            f.name,
-            getattr(hyper, f.name),
-            allowed,
-        )
 
 
 class State(NamedTuple):

@@ -34,9 +34,8 @@ import rlax
 import envs
 from agents.dqn import epsilon_greedy, q_network
 from agents.networks import ACTIVATIONS
-from agents.ppo import validate_hyper
 from rl import offpolicy
-from rl.errors import check, check_field_types
+from rl.errors import POSITIVE, UNIT, check, check_field_types, validate_hyper
 from rl.returns import n_step_targets
 from rl.rollout import rollout
 from rl.runner import Algorithm
@@ -144,18 +143,17 @@ class Hyper:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        unit = (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]")
         validate_hyper(
             self,
             {
-                "learning_rate": (lambda v: v > 0, "must be > 0"),
-                "gamma": unit,
-                "q_lambda": unit,
-                "eps_start": unit,
-                "eps_end": unit,
-                "exploration_fraction": unit,
-                "max_grad_norm": (lambda v: v > 0, "must be > 0"),
-                "reward_scale": (lambda v: v > 0, "must be > 0"),
+                "learning_rate": POSITIVE,
+                "gamma": UNIT,
+                "q_lambda": UNIT,
+                "eps_start": UNIT,
+                "eps_end": UNIT,
+                "exploration_fraction": UNIT,
+                "max_grad_norm": POSITIVE,
+                "reward_scale": POSITIVE,
             },
         )
 

@@ -41,9 +41,8 @@ from gymnax.environments import spaces
 
 import envs
 from agents.networks import ACTIVATIONS, MLP, linear_head
-from agents.ppo import validate_hyper
 from rl import offpolicy, replay
-from rl.errors import check, check_field_types
+from rl.errors import POSITIVE, UNIT, UNIT_LEFT_OPEN, check, check_field_types, validate_hyper
 from rl.rollout import EpisodeStats, env_step, rollout
 from rl.runner import Algorithm
 
@@ -241,16 +240,15 @@ class Hyper:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        positive = (lambda v: v > 0, "must be > 0")
         validate_hyper(
             self,
             {
-                "actor_lr": positive,
-                "critic_lr": positive,
-                "alpha_lr": positive,
-                "gamma": (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]"),
-                "tau": (lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]"),
-                "alpha": positive,
+                "actor_lr": POSITIVE,
+                "critic_lr": POSITIVE,
+                "alpha_lr": POSITIVE,
+                "gamma": UNIT,
+                "tau": UNIT_LEFT_OPEN,
+                "alpha": POSITIVE,
             },
         )
 

@@ -35,7 +35,6 @@ import optax
 
 import envs
 from agents.networks import MLP, linear_head
-from agents.ppo import validate_hyper
 from agents.sac import (
     action_bounds,
     add_rollout,
@@ -45,7 +44,7 @@ from agents.sac import (
     validate_offpolicy,
 )
 from rl import offpolicy, replay
-from rl.errors import check
+from rl.errors import NON_NEGATIVE, POSITIVE, UNIT, UNIT_LEFT_OPEN, check, validate_hyper
 from rl.rollout import rollout
 from rl.runner import Algorithm
 
@@ -131,18 +130,16 @@ class Hyper:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        positive = (lambda v: v > 0, "must be > 0")
-        non_negative = (lambda v: v >= 0, "must be >= 0")
         validate_hyper(
             self,
             {
-                "actor_lr": positive,
-                "critic_lr": positive,
-                "gamma": (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]"),
-                "tau": (lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]"),
-                "exploration_noise": non_negative,
-                "policy_noise": non_negative,
-                "noise_clip": non_negative,
+                "actor_lr": POSITIVE,
+                "critic_lr": POSITIVE,
+                "gamma": UNIT,
+                "tau": UNIT_LEFT_OPEN,
+                "exploration_noise": NON_NEGATIVE,
+                "policy_noise": NON_NEGATIVE,
+                "noise_clip": NON_NEGATIVE,
             },
         )
 

@@ -141,7 +141,7 @@ def ppo_group(args: BenchArgs) -> list[Row]:
         base_cfg = dict(purejaxrl_ppo.CONFIG, TOTAL_TIMESTEPS=args.total_timesteps)
         train_fn, num_updates = purejaxrl_ppo.make_train(base_cfg)
         keys = jax.random.split(jax.random.PRNGKey(0), n)
-        c, r = _time_compiled(jax.vmap(train_fn), keys, repeats=args.repeats)
+        c, r = _time_compiled(train_fn, keys, repeats=args.repeats)
         steps = n * num_updates * base_cfg["NUM_ENVS"] * base_cfg["NUM_STEPS"]
         base = Row("ppo (PureJaxRL-style single file)", n, c, steps / r)
 

@@ -400,7 +400,8 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     sink = MultiSink([
         CsvSink(run_dir / "metrics.csv", labels, resume=resume),
         JsonlSink(run_dir / "metrics.jsonl", labels, resume=resume),
-        TensorBoardSink(run_dir / "tensorboard", labels),
+        TensorBoardSink(run_dir / "tensorboard", labels, resume_from_update=start_update if resume else None,
+                        steps_per_update=algo.steps_per_update),
     ])
     total_steps = algo.num_updates * algo.steps_per_update
     verb = f"resuming at update {start_update} of" if resume else "training"

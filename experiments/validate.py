@@ -105,8 +105,8 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
 
 
 HEADER = (
-    "| preset | agent | env | steps | seeds | ours: mean [95% CI] | published | source |\n"
-    "|---|---|---|---:|---:|---|---|---|\n"
+    "| preset | agent | env | steps | seeds | ours: mean [95% CI] | published | source | wall (min) |\n"
+    "|---|---|---|---:|---:|---|---|---|---:|\n"
 )
 
 
@@ -114,7 +114,7 @@ def format_row(row: Row) -> str:
     ours = f"{row.mean:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" if np.isfinite(row.mean) else "no episode ended"
     return (
         f"| {row.preset} | {row.agent} | {row.env} | {row.steps:,} | {row.num_seeds} | {ours} | "
-        f"{row.published or '-'} | {row.source} |\n"
+        f"{row.published or '-'} | {row.source} | {row.seconds / 60:.1f} |\n"
     )
 
 
@@ -141,10 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"validate-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
+    from experiments.benchmark import machine
+
+    info = machine()
+    where = f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}\n\n"
     table, rows = out / "table.md", []
-    table.write_text(HEADER)
+    table.write_text(where + HEADER)
     print(f"validating {len(names)} preset(s) on {args.num_seeds} seeds each -> {table}", flush=True)
-    print(HEADER, end="", flush=True)
+    print(where + HEADER, end="", flush=True)
     for name in names:
         try:
             row = run_preset(presets.get(name), args.num_seeds, args.seed)

@@ -72,3 +72,32 @@ def check_field_types(obj: Any) -> None:
         if optional:
             allowed += " or None"
         check(ok(value), f.name, value, f"{allowed} (got {type(value).__name__})")
+
+
+# Range rules for ``validate_hyper``: (predicate on a float64 array, what is allowed).
+POSITIVE = (lambda v: v > 0, "must be > 0")
+NON_NEGATIVE = (lambda v: v >= 0, "must be >= 0")
+UNIT = (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]")
+UNIT_LEFT_OPEN = (lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]")
+
+
+def validate_hyper(hyper: Any, rules: dict) -> None:
+    """Check every field of a hyper dataclass against its rule in ``rules``.
+
+    A field may be a scalar or an array (a sweep's batch axis): it must be
+    numeric, non-empty and finite, and the rule must hold for every element.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    for f in dataclasses.fields(hyper):
+        raw = getattr(hyper, f.name)
+        ok, allowed = rules[f.name]
+        try:
+            numeric = np.asarray(raw).dtype.kind in "iuf"
+        except (TypeError, ValueError):  # e.g. ragged lists
+            numeric = False
+        check(numeric, f.name, raw, f"{allowed} (got {type(raw).__name__}, not a number or array of numbers)")
+        value = np.asarray(raw, dtype=np.float64)
+        check(value.size > 0 and bool(np.all(np.isfinite(value))) and bool(np.all(ok(value))), f.name, raw, allowed)

@@ -38,7 +38,8 @@ class Stored(NamedTuple):
 def make_buffer(buffer_size: int, batch_size: int, learning_starts: int, num_envs: int, n_step: int = 1):
     """A flashbax trajectory buffer holding ``buffer_size`` transitions in all.
 
-    Sampling is allowed once every env has written
+    That is ``buffer_size // num_envs`` time steps per env (what flashbax's
+    ``max_size`` would set, without its warning). Sampling is allowed once every env has written
     ``max(learning_starts // num_envs, n_step)`` steps.
     """
     return fbx.make_trajectory_buffer(
@@ -47,7 +48,7 @@ def make_buffer(buffer_size: int, batch_size: int, learning_starts: int, num_env
         sample_sequence_length=n_step,
         period=1,
         min_length_time_axis=max(learning_starts // num_envs, n_step),
-        max_size=buffer_size,
+        max_length_time_axis=buffer_size // num_envs,
     )
 
 

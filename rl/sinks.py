@@ -314,17 +314,28 @@ class TensorBoardSink(_ClosingSink):
     the runs that completed an episode in that update, and are skipped where none did), and
     ``episode_return/run_<i>`` per run when there are at most 16 runs. The run labels are logged
     once as text under ``run_labels``.
+
+    ``resume_from_update`` (a resumed run's first update) makes TensorBoard hide the points
+    that the interrupted run logged from that update on (tensorboardX's ``purge_step``), so a
+    curve resumed from a checkpoint has no doubled points after it.
     """
 
-    def __init__(self, logdir: str | os.PathLike[str], run_labels: Sequence[Labels]) -> None:
+    def __init__(self, logdir: str | os.PathLike[str], run_labels: Sequence[Labels],
+                 resume_from_update: int | None = None, steps_per_update: int = 1) -> None:
         from tensorboardX import SummaryWriter  # lazy: optional backend
 
         self.logdir = Path(logdir)
         self._run_labels = list(run_labels)
         _label_columns(self._run_labels)
-        self._writer = SummaryWriter(logdir=str(self.logdir))
+        # update u is logged at step (u + 1) * steps_per_update: purge every step past the checkpoint
+        purge = None if resume_from_update is None else resume_from_update * steps_per_update + 1
+        # tensorboardX names event files by the second and opens them "wb": a resumed writer gets
+        # a suffix of its own so it can never truncate the interrupted run's file
+        suffix = "" if purge is None else f".resumed-at-{resume_from_update}-pid{os.getpid()}"
+        self._writer = SummaryWriter(logdir=str(self.logdir), purge_step=purge, filename_suffix=suffix)
         self._closed = False
-        self._writer.add_text("run_labels", _labels_markdown(self._run_labels), global_step=0)
+        if purge is None:
+            self._writer.add_text("run_labels", _labels_markdown(self._run_labels), global_step=0)
 
     def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
         """Log the chunk's per-update run means (and per-run returns for N <= 16), then flush."""

@@ -290,6 +290,21 @@ def test_tensorboard_sink_writes_events(tmp_path: Path) -> None:
     assert scalars[("loss/mean", 300)] == pytest.approx(0.5)
 
 
+def test_tensorboard_sink_on_resume_purges_points_past_the_checkpoint(tmp_path: Path) -> None:
+    with sinks.TensorBoardSink(tmp_path / "tb", RUN_LABELS) as sink:
+        sink.write(_chunk(), first_update=0, steps_per_update=100)  # steps 100, 200, 300
+    with sinks.TensorBoardSink(tmp_path / "tb", RUN_LABELS, resume_from_update=1, steps_per_update=100) as sink:
+        sink.write(_chunk(), first_update=1, steps_per_update=100)  # steps 200, 300, 400 again
+    first, resumed = sorted((tmp_path / "tb").glob("events.out.tfevents.*"), key=lambda p: "resumed" in p.name)
+    assert ("episode_return/mean", 300) in {  # the interrupted run's file is intact
+        (v.tag, e.step) for e in _tfrecord_events(first) for v in e.summary.value}
+    events = _tfrecord_events(resumed)
+    # the interrupted run logged update 0 (step 100) before the checkpoint: keep it, purge from 101 on
+    starts = [e for e in events if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert [e.step for e in starts] == [101]
+    assert not any(v.tag == "run_labels" for e in events for v in e.summary.value)  # logged once, not twice
+
+
 def test_multi_sink_forwards_and_closes_all(tmp_path: Path) -> None:
     csv_sink = sinks.CsvSink(tmp_path / "m.csv", RUN_LABELS)
     jsonl_sink = sinks.JsonlSink(tmp_path / "m.jsonl", RUN_LABELS)

@@ -2,7 +2,8 @@
 
 This is the shape of PureJaxRL's ``ppo.py`` (Lu et al., 2022): flax.linen
 actor-critic, environments vmapped by hand, everything in one nested ``train``
-closure jitted and vmapped over seeds. It treats ``terminated or truncated``
+closure jitted and vmapped over seeds (only the network init is mapped seed by
+seed: see ``train_seeds``). It treats ``terminated or truncated``
 as one ``done`` flag, as PureJaxRL does. ``experiments.benchmark`` times it
 next to the library's PPO at the same settings on the same machine; it is not
 used anywhere else.
@@ -63,10 +64,16 @@ def make_train(config):
         frac = 1.0 - (count // (config["NUM_MINIBATCHES"] * config["UPDATE_EPOCHS"])) / num_updates
         return config["LR"] * frac
 
-    def train(rng):
-        network = ActorCritic(env.action_space(env_params).n)
+    network = ActorCritic(env.action_space(env_params).n)
+
+    def init(rng):
+        _, _rng = jax.random.split(rng)
+        return network.init(_rng, jnp.zeros(env.observation_space(env_params).shape))
+
+    def train(rng, network_params=None):
         rng, _rng = jax.random.split(rng)
-        network_params = network.init(_rng, jnp.zeros(env.observation_space(env_params).shape))
+        if network_params is None:
+            network_params = network.init(_rng, jnp.zeros(env.observation_space(env_params).shape))
         tx = optax.chain(optax.clip_by_global_norm(config["MAX_GRAD_NORM"]),
                          optax.adam(learning_rate=linear_schedule, eps=1e-5))
         train_state = TrainState.create(apply_fn=network.apply, params=network_params, tx=tx)
@@ -157,4 +164,16 @@ def make_train(config):
         runner_state, metric = jax.lax.scan(_update_step, runner_state, None, num_updates)
         return {"runner_state": runner_state, "metrics": metric}
 
-    return train, num_updates
+    def train_seeds(rngs):
+        """``vmap(train)`` over seeds, with each seed's network initialised by ``lax.map``.
+
+        PureJaxRL vmaps ``train`` whole, so its orthogonal initialisers become one
+        batched LAPACK QR; on a 2-core CPU jaxlib runs two of those at once on its
+        2-thread pool, each waits for work the other blocks, and the process
+        hangs (gdb: both workers in ``jax::ParallelBatchMap`` of ``sgeqrf``).
+        Initialising seed by seed, as the library does, avoids it; init runs
+        once, so the training loop timed here is PureJaxRL's as it is.
+        """
+        return jax.vmap(train)(rngs, jax.lax.map(init, rngs))
+
+    return train_seeds, num_updates
