@@ -255,8 +255,13 @@ def _print_rows(rows: list[Row]) -> None:
               f"{r.steps_per_second:>12,.0f} steps/s   {r.note}", flush=True)
 
 
+def machine_line(info: dict[str, str]) -> str:
+    """``Machine: <cpu>, <n> cores, <devices>, jax <version>`` for the head of a results table."""
+    return f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}"
+
+
 def to_markdown(rows: list[Row], info: dict[str, str]) -> str:
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}", "",
+    lines = [machine_line(info), "",
              "| benchmark | seeds | compile (s) | env steps/s | note |", "|---|---:|---:|---:|---|"]
     lines += [f"| {r.name} | {r.seeds} | {r.compile_seconds:.1f} | {r.steps_per_second:,.0f} | {r.note} |"
               for r in rows]

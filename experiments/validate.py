@@ -141,10 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"validate-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    from experiments.benchmark import machine
+    from experiments.benchmark import machine, machine_line
 
-    info = machine()
-    where = f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}\n\n"
+    where = machine_line(machine()) + "\n\n"
     table, rows = out / "table.md", []
     table.write_text(where + HEADER)
     print(f"validating {len(names)} preset(s) on {args.num_seeds} seeds each -> {table}", flush=True)
