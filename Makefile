@@ -5,13 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Exact versions of every dependency, tested together (one universal lock: Python 3.11 and
+# 3.12+, Linux/macOS). pyproject.toml keeps compatible ranges for installs into your own env.
+LOCK := requirements/lock.txt
+UV_VERSION := 0.13.9
 
-.PHONY: run test bench validate install clean
+.PHONY: run test bench validate install lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +33,13 @@ bench: $(STAMP)
 
 validate: $(STAMP)
 	$(PY) -m experiments.validate
+
+# Re-resolve the newest versions pyproject.toml allows and pin them; then `make test`.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--upgrade --quiet -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) runs
