@@ -5,9 +5,12 @@
     obs, state = policy.env.reset(jax.random.key(0), policy.env_params)
     action = policy.act(obs, jax.random.key(1), deterministic=True)
 
-The parameters come from the run folder's newest checkpoint (written at the
-end of training, on Ctrl-C/SIGTERM and every few chunks), which holds the whole
-training carry. When the run normalised observations (``normalize_obs``), the
+A run folder is written by ``python -m experiments.train`` or by
+``rl.train(...).save(run_dir, env)``. The parameters come from its newest
+checkpoint (written at the end of training, on Ctrl-C/SIGTERM and every few
+chunks), which holds the whole training carry. The env is built again from the
+id or ``MODULE:ATTRIBUTE`` spec in ``config.json``, so a module that defines it
+must be importable here too. When the run normalised observations (``normalize_obs``), the
 running mean and variance it had reached are applied to every observation
 given to ``act``, frozen: ``act`` takes raw observations of the unwrapped env.
 """
@@ -59,13 +62,14 @@ def load(
     """Read the policy of one run of ``run_dir`` (default: its first seed).
 
     Args:
-      run_dir: a folder written by ``python -m experiments.train``.
+      run_dir: a folder written by ``python -m experiments.train`` or ``TrainResult.save``.
       seed: pick the run trained with this seed.
       run: or pick the run by its index in the batch (0-based).
       step: read the checkpoint saved after this many updates (default: the newest).
 
     Raises:
-      ValueError: not a run folder, no checkpoint in it, or no such seed/run.
+      ValueError: not a run folder, no checkpoint in it, no such seed/run, or its env cannot be
+        built here (e.g. the module of a ``MODULE:ATTRIBUTE`` spec is not importable).
     """
     import jax
     import numpy as np
@@ -84,7 +88,10 @@ def load(
     hyper = _rebuild(module.Hyper(), saved["hyper"])
     seeds = [int(s) for s in saved["seeds"]]
     index = _pick(seeds, seed, run)
-    env, env_params = envs.make(saved["env"])
+    try:
+        env, env_params = envs.make(saved["env"])
+    except ValueError as err:
+        raise ValueError(f"the env {saved['env']!r} of {str(run_dir)!r} cannot be built here: {err}") from err
     algo = module.make(config, env, env_params)
 
     ckpt_dir = run_dir / "checkpoints"

@@ -1,10 +1,11 @@
 """Pure-JAX environments behind gymnax 1.0's interface.
 
-`make(env_id)` -> `(env, env_params)` for gymnax's 26 ids and this package's probes;
+`make(env_id)` -> `(env, env_params)` for gymnax's 26 ids, this package's probes and an env spec
+`MODULE:ATTRIBUTE` or `MODULE:ENV_ID` naming an env of your own (see `envs.registry`);
 wrappers keep the `reset`/`step` 6-tuple contract with `info["final_observation"]`.
 """
 
-from envs.registry import EnvUnavailableError, make, register, registered_ids
+from envs.registry import EnvUnavailableError, is_spec, make, register, registered_ids
 from envs.wrappers import (
     ClipAction,
     EpisodeStatistics,
@@ -36,6 +37,7 @@ __all__ = [
     "action_shape",
     "flat_obs_dim",
     "is_discrete",
+    "is_spec",
     "make",
     "probes",
     "register",

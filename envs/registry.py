@@ -3,6 +3,20 @@
 `make(env_id, **kwargs)` returns `(env, env_params)` exactly like `gymnax.make`. Ids registered
 with `register` are looked up first; everything else is delegated to gymnax.
 
+An environment of your own needs no wrapper script: wherever an env id is accepted (`make`, the
+`--env` flag of `experiments.train` and `experiments.sweep`, `rl.sweep`, and through a run
+folder's `config.json` `agents.load` and `experiments.evaluate`) an *env spec* may be given
+instead:
+
+* `MODULE:ATTRIBUTE` imports `MODULE` and uses its attribute `ATTRIBUTE` (a dotted path is
+  allowed): an env class or a factory, called with `**kwargs`, or an env object;
+* `MODULE:ENV_ID` imports `MODULE`, which calls `register(ENV_ID, factory)` when imported, and
+  makes `ENV_ID`.
+
+`MODULE` must be importable where the spec is used (the current folder, when run with
+`python -m`, or `PYTHONPATH`). A run folder stores the spec as given, so it is imported again when
+the run is loaded.
+
 Factory contract (decided here, same as `gymnax.register`): a factory is a callable
 `factory(**kwargs) -> env` returning a gymnax-style environment object (with `reset`, `step` and
 `default_params`); `make` returns `(env, env.default_params)`. To ship non-default parameters,
@@ -12,6 +26,7 @@ give the environment a `default_params` property that returns them.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +35,11 @@ import gymnax
 EnvFactory = Callable[..., Any]
 
 _REQUIRED_ATTRIBUTES = ("reset", "step", "default_params")
+SPEC_SEPARATOR = ":"  # MODULE:ATTRIBUTE or MODULE:ENV_ID
+_SPEC_FORMS = (
+    "MODULE:ATTRIBUTE (an env class, a factory returning an env, or an env object) or "
+    "MODULE:ENV_ID (a module that registers ENV_ID with envs.register when imported)"
+)
 _MAX_SUGGESTIONS = 3
 _FALLBACK_LISTED = 5
 
@@ -68,14 +88,18 @@ def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     """Build the environment `env_id` and return `(env, env.default_params)`.
 
     Args:
-      env_id: one of `registered_ids()`.
+      env_id: one of `registered_ids()`, or an env spec `MODULE:ATTRIBUTE` / `MODULE:ENV_ID`
+        (see the module docstring).
       **kwargs: forwarded to the environment's constructor/factory.
 
     Raises:
-      ValueError: unknown or non-str id; the message names the closest known ids.
+      ValueError: unknown or non-str id, or an env spec that cannot be imported or does not name
+        an env; the message names the closest known ids or what is wrong with the spec.
       EnvUnavailableError: the id is known but its data cannot be obtained (MNIST offline).
       TypeError: a registered factory returned something that is not an environment.
     """
+    if is_spec(env_id):
+        return _make_from_spec(env_id, **kwargs)
     _check_known(env_id)
     if env_id in _own_registry:
         env = _own_registry[env_id](**kwargs)
@@ -84,6 +108,68 @@ def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     if env_id in _DOWNLOADING_IDS:
         return _make_downloading_gymnax(env_id, **kwargs)
     return gymnax.make(env_id, **kwargs)
+
+
+def is_spec(env_id: Any) -> bool:
+    """Whether `env_id` is an env spec (`MODULE:ATTRIBUTE` or `MODULE:ENV_ID`) rather than an id."""
+    return isinstance(env_id, str) and SPEC_SEPARATOR in env_id
+
+
+_MISSING = object()
+
+
+def _attribute(module: Any, dotted: str) -> Any:
+    """`module.a.b.c` for the dotted path `a.b.c`, or `_MISSING`."""
+    target = module
+    for part in dotted.split("."):
+        target = getattr(target, part, _MISSING)
+        if target is _MISSING:
+            return _MISSING
+    return target
+
+
+def _make_from_spec(spec: str, **kwargs: Any) -> tuple[Any, Any]:
+    """`make` for an env spec: import the module, then build its attribute or registered id."""
+    module_name, _, name = (part.strip() for part in spec.partition(SPEC_SEPARATOR))
+    if not module_name or not name:
+        raise ValueError(f"unknown env id {spec!r}: an env spec is {_SPEC_FORMS}, e.g. my_envs:MyEnv")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - any failure to import is the spec's problem, said in one line
+        raise ValueError(
+            f"unknown env id {spec!r}: cannot import module {module_name!r} ({type(error).__name__}: {error}); "
+            "it must be importable from the current folder or PYTHONPATH"
+        ) from error
+    target = _attribute(module, name)
+    if target is _MISSING:
+        if name in registered_ids():
+            return make(name, **kwargs)
+        raise ValueError(
+            f"unknown env id {spec!r}: module {module_name!r} has no attribute {name!r} and registers no "
+            f"env id {name!r}; an env spec is {_SPEC_FORMS}"
+        )
+    if isinstance(target, type) or (callable(target) and not _has_env_attributes(target)):
+        try:
+            env = target(**kwargs)
+        except Exception as error:  # noqa: BLE001 - said in one line; the chain keeps the traceback
+            raise ValueError(
+                f"unknown env id {spec!r}: calling {module_name}.{name}({', '.join(kwargs)}) failed "
+                f"({type(error).__name__}: {error})"
+            ) from error
+    elif kwargs:
+        raise ValueError(f"env spec {spec!r} names an env object, which takes no arguments; got {sorted(kwargs)}")
+    else:
+        env = target
+    if not _has_env_attributes(env) or isinstance(env, type):
+        raise ValueError(
+            f"unknown env id {spec!r}: it gave {type(env).__name__}, which is not a gymnax-style env "
+            f"(with {', '.join(_REQUIRED_ATTRIBUTES)}); an env spec is {_SPEC_FORMS}"
+        )
+    return env, env.default_params
+
+
+def _has_env_attributes(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in _REQUIRED_ATTRIBUTES)
 
 
 def _check_known(env_id: Any) -> None:
@@ -101,7 +187,8 @@ def _check_known(env_id: Any) -> None:
         f"known ids include: {', '.join(known[:_FALLBACK_LISTED])}, ..."
     )
     raise ValueError(
-        f"unknown env id {env_id!r}; {hint} (envs.registered_ids() lists all {len(known)})"
+        f"unknown env id {env_id!r}; {hint} (envs.registered_ids() lists all {len(known)}; "
+        "an env of your own: MODULE:ATTRIBUTE)"
     )
 
 

@@ -129,6 +129,18 @@ def get(name: str) -> Preset:
     return PRESETS[name]
 
 
+def help_text(agent: str | None = None) -> str:
+    """The presets as ``--help`` lists them: name, agent and env, one per line.
+
+    With ``agent`` the presets of that agent come first (``--preset`` refuses another agent's).
+    """
+    presets = sorted(PRESETS.values(), key=lambda p: (agent is not None and p.agent != agent, p.agent, p.name))
+    width = max(len(p.name) for p in presets)
+    lines = ["presets (--preset NAME starts from published settings; later flags override them):"]
+    lines += [f"  {p.name:<{width}}  {p.agent} on {p.env}" for p in presets]
+    return "\n".join(lines)
+
+
 def load_file(path: str | Path) -> Preset:
     """A preset from a JSON file (as written by the sweep's best configuration)."""
     path = Path(path)

@@ -4,7 +4,11 @@ matplotlib is imported lazily inside each function, and figures are drawn with t
 through ``matplotlib.figure.Figure`` (not pyplot), so plotting never changes the process-wide
 backend, opens no window and works headless. Every file is written atomically: the figure is
 saved to a temporary file in the target directory and moved over the target with ``os.replace``,
-so a reader (or a crash) never sees a half-written PNG.
+so a reader (or a crash) never sees a half-written PNG, which gets the mode of any new file
+(``0666`` less the umask), not the ``0600`` of a temporary file.
+
+Lines join the finite points of a curve: a point where a curve is undefined (NaN) is left out
+rather than breaking the line, and the band is drawn over the same points.
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from rl.stats import curve_mean_ci
+from rl.stats import BinnedCurve, learning_curve, too_few_for_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Curve", "plot_curves", "plot_final_vs_param", "plot_learning_curve"]
+__all__ = ["Curve", "learning_curve_figure", "plot_curves", "plot_final_vs_param", "plot_learning_curve"]
 
 FIGURE_SIZE = (7.0, 4.5)
 DPI = 120
 BAND_ALPHA = 0.25
+RAW_ALPHA = 0.35  # the unsmoothed mean under a smoothed one
+
+_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
+os.umask(_UMASK)
 
 
 class Curve(NamedTuple):
@@ -56,6 +64,7 @@ def save_png_atomically(figure: Figure, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600
         with os.fdopen(handle, "wb") as file:
             figure.savefig(file, format="png")
         os.replace(temporary, path)
@@ -73,10 +82,16 @@ def _check_curve(label: str, curve: Curve) -> Curve:
     return arrays
 
 
-def _draw_curve(figure: Figure, curve: Curve, label: str | None) -> None:
+def _draw_curve(figure: Figure, curve: Curve, label: str | None, band: bool = True) -> None:
+    """The mean as one line through its finite points (a marker when there is one), and its band."""
     axes = figure.axes[0]
-    (line,) = axes.plot(curve.env_steps, curve.mean, label=label)
-    axes.fill_between(curve.env_steps, curve.low, curve.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+    shown = np.isfinite(curve.mean)
+    marker = "o" if shown.sum() == 1 else None
+    (line,) = axes.plot(curve.env_steps[shown], curve.mean[shown], label=label, marker=marker)
+    banded = shown & np.isfinite(curve.low) & np.isfinite(curve.high)
+    if band and banded.any():
+        axes.fill_between(curve.env_steps[banded], curve.low[banded], curve.high[banded],
+                          color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
 
 
 def plot_curves(
@@ -90,8 +105,9 @@ def plot_curves(
 
     Args:
       path: PNG file to write.
-      curves: label → ``(env_steps[U], mean[U], low[U], high[U])``, e.g. from
-        :func:`rl.stats.curve_mean_ci`; U may differ between curves. NaN points leave gaps.
+      curves: label → ``(env_steps[U], mean[U], low[U], high[U])``, e.g. the fields of
+        :func:`rl.stats.learning_curve`; U may differ between curves. NaN points are left out and
+        the line joins the finite ones.
       title: figure title.
       ylabel: y-axis label.
       xlabel: x-axis label.
@@ -109,27 +125,22 @@ def plot_curves(
     return save_png_atomically(figure, path)
 
 
-def plot_learning_curve(
-    path: str | os.PathLike[str],
+def learning_curve_figure(
     env_steps: np.ndarray,
     values: np.ndarray,
     counts: np.ndarray | None,
     title: str,
     ylabel: str = "episode return",
-) -> Path:
-    """Plot the mean over runs of a per-update metric with its 95% bootstrap band.
+    num_bins: int | None = None,
+    smooth: int = 0,
+) -> tuple[Figure, BinnedCurve]:
+    """The figure :func:`plot_learning_curve` saves, and the curve drawn in it.
 
-    Args:
-      path: PNG file to write.
-      env_steps: ``[U]`` environment steps per run at each update (the x axis).
-      values: ``[N, U]`` per-run values, e.g. ``episode_return``.
-      counts: ``[N, U]`` validity counts, e.g. ``episodes`` (entries with 0 are skipped); None
-        when every entry is valid (losses).
-      title: figure title.
-      ylabel: y-axis label.
-
-    Returns:
-      The path written.
+    The episodes are binned over environment steps (:func:`rl.stats.learning_curve`), so the
+    curve is continuous for every agent, including off-policy agents with one env, which complete
+    an episode only every few hundred updates. The band is the raw (unsmoothed) bootstrap band
+    over runs; with fewer than :data:`rl.stats.MIN_RUNS_FOR_CI` runs it is only their range and is
+    labelled so. With ``smooth`` > 1 the raw mean is drawn faintly under the smoothed one.
     """
     values = np.asarray(values, dtype=np.float64)
     env_steps = np.asarray(env_steps, dtype=np.float64)
@@ -137,11 +148,64 @@ def plot_learning_curve(
         raise ValueError(
             f"need env_steps [U] and values [N, U] with the same U, got {env_steps.shape} and {values.shape}."
         )
-    mean, low, high = curve_mean_ci(values, counts)
-    label = f"mean of {values.shape[0]} runs, 95% CI"
-    figure = _new_figure(title, "environment steps per run", ylabel)
-    _draw_curve(figure, Curve(env_steps, mean, low, high), label)
-    figure.axes[0].legend(loc="best", fontsize="small")
+    curve = learning_curve(env_steps, values, counts, num_bins=num_bins, smooth=smooth)
+    num_runs = values.shape[0]
+    xlabel = f"environment steps per run (episodes pooled in bins of {curve.bin_steps:,.0f} steps)"
+    figure = _new_figure(title, xlabel, ylabel)
+    runs = f"{num_runs} run" + ("s" if num_runs != 1 else "")
+    if num_runs == 1:
+        band_label = None
+    elif too_few_for_ci(num_runs) is not None:
+        band_label = f"range of the {num_runs} runs (too few for a 95% CI)"
+    else:
+        band_label = f"95% bootstrap CI over the {num_runs} runs"
+    axes = figure.axes[0]
+    x, shown = curve.env_steps, np.isfinite(curve.mean)
+    marker = "o" if shown.sum() == 1 else None
+    if smooth > 1:
+        (raw,) = axes.plot(x[shown], curve.mean[shown], alpha=RAW_ALPHA, linewidth=1, marker=marker,
+                           label=f"mean of {runs}, per bin")
+        drawn = np.isfinite(curve.smoothed)
+        axes.plot(x[drawn], curve.smoothed[drawn], color=raw.get_color(), marker=marker,
+                  label=f"the same, smoothed over {smooth} bins")
+    else:
+        (raw,) = axes.plot(x[shown], curve.mean[shown], marker=marker, label=f"mean of {runs}")
+    banded = shown & np.isfinite(curve.low) & np.isfinite(curve.high)
+    if band_label is not None and banded.any():
+        axes.fill_between(x[banded], curve.low[banded], curve.high[banded], color=raw.get_color(),
+                          alpha=BAND_ALPHA, linewidth=0, label=band_label)
+    axes.legend(loc="best", fontsize="small")
+    return figure, curve
+
+
+def plot_learning_curve(
+    path: str | os.PathLike[str],
+    env_steps: np.ndarray,
+    values: np.ndarray,
+    counts: np.ndarray | None,
+    title: str,
+    ylabel: str = "episode return",
+    num_bins: int | None = None,
+    smooth: int = 0,
+) -> Path:
+    """Plot the mean over runs of a per-update metric against env steps, with its band.
+
+    Args:
+      path: PNG file to write.
+      env_steps: ``[U]`` environment steps per run at the end of each update (the x axis).
+      values: ``[N, U]`` per-run values, e.g. ``episode_return`` (NaN where no episode ended).
+      counts: ``[N, U]`` episodes behind each value (``episodes``; entries with 0 are skipped);
+        None when every entry is valid (losses).
+      title: figure title.
+      ylabel: y-axis label.
+      num_bins: bins over env steps (None: about 2 episodes per run and bin, at most 100; see
+        :func:`rl.stats.default_num_bins`).
+      smooth: moving-average window in bins for the drawn mean (0 or 1: none); the band stays raw.
+
+    Returns:
+      The path written.
+    """
+    figure, _ = learning_curve_figure(env_steps, values, counts, title, ylabel, num_bins, smooth)
     return save_png_atomically(figure, path)
 
 

@@ -2,13 +2,17 @@
 
 On a terminal (or in Jupyter) :class:`Progress` shows a rich progress bar with the environment
 steps per run done out of the total, the throughput in steps per second summed over all runs, and
-the latest mean return. When the output is not a terminal (CI logs, files, pipes) it prints one
-concise plain line per :meth:`Progress.advance` instead, so logs stay readable and nothing depends
-on terminal control codes. With ``enabled=False`` it prints nothing.
+the mean return of the episodes completed in the latest chunk. The throughput counts running time
+only when :meth:`Progress.advance` is given it (``run_seconds``, e.g.
+``ChunkReport.elapsed_seconds``, which excludes compilation); otherwise it is the wall time since
+entering. When the output is not a terminal (CI logs, files, pipes) it prints one concise plain
+line per :meth:`Progress.advance` instead, so logs stay readable and nothing depends on terminal
+control codes. With ``enabled=False`` it prints nothing.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from types import TracebackType
@@ -37,7 +41,7 @@ def _is_interactive(console: rich.console.Console) -> bool:
 
 
 def _format_return(mean_return: float | None) -> str:
-    return "n/a" if mean_return is None else f"{mean_return:.2f}"
+    return "n/a" if mean_return is None or math.isnan(mean_return) else f"{mean_return:.2f}"
 
 
 def format_line(done: int, total: int, steps_per_second: float, mean_return: float | None) -> str:
@@ -85,6 +89,7 @@ class Progress:
         self._start_env_steps = start_env_steps
         self._file = file
         self._start_time: float | None = None
+        self._run_seconds: float | None = None
         self._bar: rich.progress.Progress | None = None
         self._task: rich.progress.TaskID | None = None
 
@@ -126,24 +131,36 @@ class Progress:
         )
 
     def steps_per_second(self) -> float:
-        """Environment steps per second since entering, summed over all runs."""
+        """Environment steps per second, summed over all runs.
+
+        Over the running time last given to :meth:`advance` (``run_seconds``), else over the wall
+        time since entering.
+        """
         if self._start_time is None:
             return 0.0
-        elapsed = time.monotonic() - self._start_time
+        elapsed = time.monotonic() - self._start_time if self._run_seconds is None else self._run_seconds
         return self.num_runs * (self.done - self._start_env_steps) / max(elapsed, 1e-9)
 
-    def advance(self, env_steps_per_run_done: int, mean_return: float | None = None) -> None:
+    def advance(
+        self, env_steps_per_run_done: int, mean_return: float | None = None, run_seconds: float | None = None
+    ) -> None:
         """Record `env_steps_per_run_done` more environment steps per run (a delta, not a total).
 
         Args:
           env_steps_per_run_done: steps each run took since the previous call, e.g.
             ``num_updates_in_chunk * steps_per_update``.
-          mean_return: latest mean episode return over runs, or None when no episode finished.
+          mean_return: mean return of the episodes completed since the previous call, over all
+            runs (e.g. :func:`rl.stats.mean_over_episodes` of the chunk); None or NaN when no
+            episode ended.
+          run_seconds: seconds spent running all the steps done since entering, compilation
+            excluded (``ChunkReport.elapsed_seconds``); the rate is then steps / run_seconds.
         """
         if self._start_time is None:
             raise RuntimeError("Progress.advance called outside its context; use `with Progress(...) as progress:`.")
         if env_steps_per_run_done < 0:
             raise ValueError(f"env_steps_per_run_done is a non-negative delta, got {env_steps_per_run_done}.")
+        if run_seconds is not None:
+            self._run_seconds = float(run_seconds)
         self.done = min(self.done + env_steps_per_run_done, self.total_env_steps)
         if not self.enabled:
             return

@@ -86,10 +86,17 @@ class Divergence:
 
 @dataclass
 class TrainResult:
-    """Everything a finished batch of runs produced."""
+    """Everything a finished batch of runs produced.
+
+    ``metrics["episode_return"]`` and ``metrics["episode_length"]`` are the means over
+    the episodes that ended in each update, and NaN where none ended
+    (``metrics["episodes"] == 0``): a mean over updates must mask them
+    (``np.nanmean``, or :func:`rl.stats.mean_over_episodes` for the
+    episode-weighted mean). :meth:`save` writes the result as a run folder.
+    """
 
     state: State  # final training carry, leading axis N (on device)
-    metrics: dict[str, np.ndarray]  # per-update scalars, each [N, num_updates]
+    metrics: dict[str, np.ndarray]  # per-update scalars, each [N, num_updates]; see the class docstring
     keys: chex.Array  # [N] the PRNG keys the runs were initialised from
     hypers: Hyper  # hyperparameters with leading axis N
     steps_per_update: int
@@ -101,6 +108,19 @@ class TrainResult:
     divergence: list[Divergence] = field(default_factory=list)  # runs that diverged, if any
     start_update: int = 0  # first update computed by this call (> 0 when resumed)
     checkpoint_step: int | None = None  # updates done at the newest checkpoint saved
+    algo: Algorithm | None = None  # the algorithm that was trained
+    seeds: list[int] | None = None  # the seed of every run (set by ``train``)
+
+    def save(self, run_dir: Any, env: str, *, seeds: Sequence[int] | None = None) -> Any:
+        """Write this result as a run folder that ``agents.load`` and ``experiments.evaluate`` read.
+
+        ``env`` is the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with (it is
+        stored in ``config.json``, and ``envs.make(env)`` must build that env again); ``seeds``
+        is needed only for a result of ``run_batch``. See :func:`rl.runs.save_run`.
+        """
+        from rl.runs import save_run  # lazy: plotting and checkpoint backends
+
+        return save_run(self, run_dir, env, seeds=seeds)
 
     @property
     def num_runs(self) -> int:
@@ -321,7 +341,7 @@ def run_batch(
         restored = checkpointer.restore(abstract)
         _check_resumable(restored, schedule, num_runs)
         state, first_chunk = restored.state, restored.chunk
-        host_metrics = [restored.metrics] if restored.update > 0 else []
+        host_metrics = [episode_metrics_as_nan(restored.metrics)] if restored.update > 0 else []
         # Lower with the avals of a fresh init (weak types included): the same
         # program as the uninterrupted run, so the results are bit-identical.
         lower_as = jax.tree.map(
@@ -355,7 +375,8 @@ def run_batch(
     def drain(item) -> bool:
         """Hand one finished chunk to the host; whether it diverged."""
         start, length, metrics = item
-        report = ChunkReport(start, length, distributed.to_host(metrics), time.perf_counter() - t0)
+        host = episode_metrics_as_nan(distributed.to_host(metrics))
+        report = ChunkReport(start, length, host, time.perf_counter() - t0)
         host_metrics.append(report.metrics)
         if on_chunk is not None:
             on_chunk(report)
@@ -414,7 +435,31 @@ def run_batch(
         divergence=divergence,
         start_update=starts[first_chunk],
         checkpoint_step=None if checkpointer is None else checkpointer.latest_step(),
+        algo=algo,
     )
+
+
+def episode_metrics_as_nan(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Host metrics with the per-episode means set to NaN where no episode ended.
+
+    Agents report ``episode_return``/``episode_length`` as means over the
+    episodes that ended in an update, which is 0 inside the jitted update
+    where ``episodes == 0``; on the host such a 0 would read as a
+    measurement, so it becomes NaN. Other metrics are returned as they are.
+    """
+    from rl.sinks import EPISODE_COUNT, PER_EPISODE_METRICS
+
+    counts = metrics.get(EPISODE_COUNT)
+    if counts is None:
+        return metrics
+    ended = np.asarray(counts) > 0
+    out = dict(metrics)
+    for name in PER_EPISODE_METRICS:
+        if name in out:
+            values = np.asarray(out[name])
+            dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
+            out[name] = np.where(ended, values, np.nan).astype(dtype)
+    return out
 
 
 def _concat(host_metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -484,8 +529,10 @@ def train(
         raise ConfigError(
             "hyper", hyper, "each field must be a scalar or a 1-D array, all 1-D arrays of one length"
         )
-    return run_batch(
+    result = run_batch(
         algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk,
         checkpointer=checkpointer, resume=resume, should_stop=should_stop,
         checkpoint_meta=checkpoint_meta, stop_on_divergence=stop_on_divergence,
     )
+    result.seeds = seeds * (int(keys.shape[0]) // len(seeds))  # run h * S + s has seeds[s]
+    return result

@@ -18,6 +18,7 @@ All bootstrap functions take a ``seed`` and are deterministic given it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, overload
 
@@ -25,14 +26,27 @@ import numpy as np
 import scipy.stats
 
 __all__ = [
+    "MIN_RUNS_FOR_CI",
+    "BinnedCurve",
     "Interval",
+    "bin_over_env_steps",
     "bootstrap_ci",
     "curve_mean_ci",
     "final_return",
     "iqm",
+    "learning_curve",
+    "mean_over_episodes",
+    "moving_average",
     "performance_profile",
     "stratified_bootstrap_ci",
+    "too_few_for_ci",
 ]
+
+# With n values the percentile bootstrap draws a resample of n copies of the smallest value with
+# probability n * n**-n = n**(1 - n): 1 for n = 1, 1/2 for n = 2, 1/9 for n = 3, all above the
+# 2.5% tail of a 95% interval, so for n <= 3 the "95% CI" is exactly the range [min, max] of the
+# values (a point for n = 1). From n = 4 (1/64 < 2.5%) it starts to be an interval estimate.
+MIN_RUNS_FOR_CI = 4
 
 # A statistic of a sample that reduces along `axis` (np.mean, np.median, iqm).
 AxisStatistic = Callable[..., np.ndarray]
@@ -99,6 +113,36 @@ def final_return(episode_return: np.ndarray, episodes: np.ndarray, fraction: flo
     total = counts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, (counts * returns).sum(axis=1) / total, np.nan)
+
+
+def mean_over_episodes(episode_return: np.ndarray, episodes: np.ndarray) -> float:
+    """Mean return of all the episodes behind ``[N, U]`` per-update means (all runs, all updates).
+
+    ``sum episodes * episode_return / sum episodes`` over the entries with ``episodes > 0`` and a
+    finite return, e.g. over one chunk of a progress report; NaN when no episode ended.
+    """
+    episode_return = np.asarray(episode_return, dtype=np.float64)
+    episodes = np.asarray(episodes, dtype=np.float64)
+    if episode_return.shape != episodes.shape:
+        raise ValueError(
+            f"episode_return and episodes need one shape, got {episode_return.shape} and {episodes.shape}."
+        )
+    valid = (episodes > 0) & np.isfinite(episode_return)
+    total = episodes[valid].sum()
+    return float((episodes[valid] * episode_return[valid]).sum() / total) if total > 0 else math.nan
+
+
+def too_few_for_ci(num: int, what: str = "seeds") -> str | None:
+    """Why a 95% bootstrap interval over `num` values says nothing, or None when there are enough.
+
+    Below :data:`MIN_RUNS_FOR_CI` (4) values the percentile bootstrap's 95% interval is exactly
+    the range of the values (see the comment on ``MIN_RUNS_FOR_CI``), so reports show the range
+    and this note instead of calling it a confidence interval.
+    """
+    if num >= MIN_RUNS_FOR_CI:
+        return None
+    return (f"{num} {what} are too few for a 95% CI: with fewer than {MIN_RUNS_FOR_CI} the bootstrap "
+            "interval is just the range of the values")
 
 
 def iqm(x: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -341,3 +385,143 @@ def curve_mean_ci(
         sample_means = (multiplicity.astype(np.float64) @ masked) / (multiplicity @ valid)
     low, high = _column_nanquantile(sample_means, _interval_quantiles(confidence))
     return mean, low, high
+
+
+class BinnedCurve(NamedTuple):
+    """A learning curve over environment steps: episodes binned, then averaged over runs.
+
+    Every array but ``runs`` and ``counts`` is ``[B]`` (one entry per bin); NaN where no run
+    completed an episode in the bin.
+    """
+
+    env_steps: np.ndarray  # [B] centre of each bin, in environment steps per run
+    mean: np.ndarray  # [B] mean over runs of each run's episode-weighted mean in the bin
+    low: np.ndarray  # [B] lower end of the band over runs
+    high: np.ndarray  # [B] upper end of the band over runs
+    smoothed: np.ndarray  # [B] `mean` after a moving average over `smooth` bins (= mean when 0 or 1)
+    runs: np.ndarray  # [N, B] each run's episode-weighted mean return in each bin (NaN: none ended)
+    counts: np.ndarray  # [N, B] episodes each run completed in each bin
+    bin_steps: float  # width of a bin in environment steps per run (the last one may differ)
+
+
+def bin_over_env_steps(
+    env_steps: np.ndarray, values: np.ndarray, counts: np.ndarray | None, num_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group consecutive updates into `num_bins` bins of (nearly) equal env steps.
+
+    Off-policy agents with one env complete an episode only every hundreds of updates, so their
+    per-update returns are NaN almost everywhere; a bin of many updates pools the episodes that
+    ended in it: ``binned[n, b] = sum_u counts[n, u] values[n, u] / sum_u counts[n, u]`` over the
+    updates u of bin b whose value is defined (``counts > 0`` and finite).
+
+    Args:
+      env_steps: ``[U]`` environment steps per run at the end of each update (increasing).
+      values: ``[N, U]`` per-update means, e.g. ``episode_return``.
+      counts: ``[N, U]`` episodes behind each mean; None weighs every finite entry 1 (losses).
+      num_bins: bins B, at most U; bin b holds updates ``edges[b] <= u < edges[b + 1]`` with
+        ``edges = round(linspace(0, U, B + 1))``.
+
+    Returns:
+      ``(centres[B], binned[N, B], bin_counts[N, B])``: each bin's centre in env steps (midway
+      between the start of its first update and the end of its last), the per-run means (NaN
+      where a run has nothing in the bin) and the episodes (or entries) behind them.
+    """
+    env_steps = np.asarray(env_steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    counts = np.ones_like(values) if counts is None else np.asarray(counts, dtype=np.float64)
+    _check_same_shape("values", values, "counts", counts, ndim=2)
+    num_updates = values.shape[1]
+    if env_steps.shape != (num_updates,):
+        raise ValueError(f"env_steps must be [U] = [{num_updates}] like values' updates, got {env_steps.shape}.")
+    if not 1 <= num_bins <= max(num_updates, 1) or num_updates == 0:
+        raise ValueError(f"num_bins must lie in [1, U = {num_updates}], got {num_bins}.")
+    edges = np.unique(np.round(np.linspace(0, num_updates, num_bins + 1)).astype(np.int64))
+    valid = (counts > 0) & np.isfinite(values)
+    weights = np.where(valid, counts, 0.0)
+    weighted = np.add.reduceat(weights * np.where(valid, values, 0.0), edges[:-1], axis=1)
+    bin_counts = np.add.reduceat(weights, edges[:-1], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        binned = np.where(bin_counts > 0, weighted / bin_counts, np.nan)
+    starts = np.concatenate([[0.0], env_steps[:-1]])
+    centres = (starts[edges[:-1]] + env_steps[edges[1:] - 1]) / 2.0
+    return centres, binned, bin_counts
+
+
+def moving_average(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average of ``[B]`` values over `window` entries, ignoring NaN.
+
+    The window is truncated at both ends; an entry whose window holds no finite value is NaN.
+    ``window`` 0 or 1 returns a copy of `y`.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"y must be rank 1, got shape {y.shape}.")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ValueError(f"window must be an integer >= 0 (0 or 1: no smoothing), got {window!r}.")
+    if window <= 1:
+        return y.copy()
+    finite = np.isfinite(y)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, y, 0.0))])
+    nums = np.concatenate([[0], np.cumsum(finite)])
+    index = np.arange(y.size)
+    lo = np.clip(index - (window - 1) // 2, 0, y.size)
+    hi = np.clip(index + window // 2 + 1, 0, y.size)
+    count = nums[hi] - nums[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (sums[hi] - sums[lo]) / count, np.nan)
+
+
+def default_num_bins(counts: np.ndarray | None, num_updates: int, max_bins: int = 100,
+                     episodes_per_bin: int = 2) -> int:
+    """Bins for :func:`learning_curve`: about `episodes_per_bin` episodes per run in each bin.
+
+    ``median over runs of the episodes a run completed // episodes_per_bin``, clipped to
+    ``[1, min(max_bins, U)]``; ``min(max_bins, U)`` when there are no counts (losses).
+    """
+    limit = max(1, min(max_bins, num_updates))
+    if counts is None:
+        return limit
+    totals = np.asarray(counts, dtype=np.float64).sum(axis=1)
+    return int(np.clip(np.median(totals) // episodes_per_bin, 1, limit))
+
+
+def learning_curve(
+    env_steps: np.ndarray,
+    values: np.ndarray,
+    counts: np.ndarray | None = None,
+    num_bins: int | None = None,
+    smooth: int = 0,
+    confidence: float = 0.95,
+    num_resamples: int = 1_000,
+    seed: int = 0,
+) -> BinnedCurve:
+    """Mean learning curve over runs against environment steps, with a bootstrap band over runs.
+
+    The updates are binned over env steps (:func:`bin_over_env_steps`), so every agent gets a
+    curve with a value in (nearly) every bin, whether it completes many episodes per update (PPO
+    with many envs) or one every few hundred updates (SAC or DQN with one env). The mean over
+    runs and its band are :func:`curve_mean_ci` of the per-run bin means; ``smoothed`` is a
+    centred :func:`moving_average` of the mean over `smooth` bins (the band stays the raw one).
+
+    Args:
+      env_steps: ``[U]`` environment steps per run at the end of each update.
+      values: ``[N, U]`` per-update means, e.g. ``episode_return`` (NaN where no episode ended).
+      counts: ``[N, U]`` episodes behind each value (``episodes``); None for metrics defined at
+        every update (losses).
+      num_bins: bins; None picks :func:`default_num_bins` (about 2 episodes per run and bin, at
+        most 100 bins).
+      smooth: moving-average window in bins for ``smoothed`` (0 or 1: none).
+      confidence: coverage of the band.
+      num_resamples: bootstrap samples of the band.
+      seed: seed of the resampling.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be [N, U], got shape {values.shape}.")
+    if num_bins is None:
+        num_bins = default_num_bins(counts, values.shape[1])
+    centres, binned, bin_counts = bin_over_env_steps(env_steps, values, counts, num_bins)
+    mean, low, high = curve_mean_ci(binned, bin_counts, confidence, num_resamples, seed)
+    total = float(np.asarray(env_steps, dtype=np.float64)[-1])
+    return BinnedCurve(centres, mean, low, high, moving_average(mean, smooth), binned, bin_counts,
+                       total / centres.size)

@@ -47,7 +47,8 @@ With ``out`` set, the primary process writes (nothing is overwritten):
   (by IQM, then mean);
 * ``profiles.csv`` and ``performance_profile.png``: performance profiles
   (fraction of seeds with final return >= tau) with bootstrap bands;
-* ``learning_curves.png``: mean return per configuration with 95% bands;
+* ``learning_curves.png``: mean return per configuration against env steps
+  (episodes binned over steps, ``rl.stats.learning_curve``) with 95% bands;
 * ``final_vs_<name>.png`` per swept name;
 * ``best_preset.json``: the best configuration as a preset for
   ``python -m experiments.train AGENT --preset-file``.
@@ -912,15 +913,18 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
     shown = ranked[: plot_top or None]
     # profiles: configurations spread over the ranks (best to worst); the top ones often all saturate
     spread = [ranked[i] for i in np.unique(np.linspace(0, len(ranked) - 1, len(shown)).round().astype(int))]
-    # learning curves with 95% bootstrap bands
+    # learning curves: episodes binned over env steps (continuous for every agent), bootstrap bands
     curves = {}
     for c in shown:
         m = res.metrics[c]
-        mean, low, high = stats.curve_mean_ci(m["episode_return"], m["episodes"])
-        curves[_label(p, c)] = (res.env_steps[c], mean, low, high)
+        curve = stats.learning_curve(res.env_steps[c], m["episode_return"], m["episodes"])
+        curves[_label(p, c)] = (curve.env_steps, curve.mean, curve.low, curve.high)
     which = f"top {len(shown)} of {len(p.configs)}" if len(shown) < len(p.configs) else f"{len(p.configs)}"
+    band = ("95% CI" if stats.too_few_for_ci(len(p.seeds)) is None
+            else "band: range of the seeds, too few for a 95% CI")
     plots.plot_curves(out / "learning_curves.png", curves,
-                      title=f"{p.agent} on {p.env_id}: {which} configurations, {len(p.seeds)} seeds (95% CI)")
+                      title=f"{p.agent} on {p.env_id}: {which} configurations, {len(p.seeds)} seeds ({band})",
+                      xlabel="environment steps per run (episodes pooled in bins)")
     # performance profiles
     scored = res.final[np.isfinite(res.final)]
     if scored.size:

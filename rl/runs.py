@@ -1,0 +1,242 @@
+"""Run folders from the library: ``rl.train(...).save(run_dir, env)``.
+
+``python -m experiments.train`` writes a run folder as it trains; a result of
+:func:`rl.train` can be written as the same folder afterwards::
+
+    result = rl.train(algo, ppo.Hyper(), seeds=range(8))
+    result.save("runs/my-ppo", env="CartPole-v1")     # or env="my_envs:MyEnv"
+    policy = agents.load("runs/my-ppo")               # python -m experiments.evaluate runs/my-ppo
+
+The folder holds what the CLI writes (``config.json``, ``metrics.csv``,
+``metrics.jsonl``, ``tensorboard/``, ``curve.png``, ``params.npz``,
+``checkpoints/`` with the final training carry, ``summary.json``), so
+``agents.load`` and ``experiments.evaluate`` read it like any other. ``env``
+must build the env the algorithm was trained on, with ``envs.make(env)``
+(its default parameters); it is stored in ``config.json`` and built again
+when the folder is loaded. A folder holds one hyperparameter setting: a result
+that trained several (a leading hyper axis) is refused, since ``config.json``
+has one value per field. It is not meant for ``--resume`` (there is nothing
+left to train).
+
+:func:`final_return_summary` is the final-return part of ``summary.json``,
+shared with ``experiments.train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rl import stats
+
+__all__ = ["FINAL_FRACTION", "describe_final_return", "final_return_summary", "save_run"]
+
+FINAL_FRACTION = 0.05  # final return: the episodes completed in the last 5% of updates
+SAVED_BY = "rl.TrainResult.save"
+
+_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
+os.umask(_UMASK)
+
+
+def final_return_summary(
+    episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION
+) -> dict[str, Any]:
+    """The final-return fields of ``summary.json`` for ``[N, U]`` per-update metrics.
+
+    ``final_return_per_seed`` (None for a seed with no episode in the window),
+    ``final_return_mean`` over the seeds that have one, and ``final_return_ci95``: the 95%
+    bootstrap interval over those seeds, or None when they are fewer than
+    :data:`rl.stats.MIN_RUNS_FOR_CI`; then ``final_return_range`` gives ``[min, max]`` and
+    ``final_return_ci95_note`` says why there is no interval.
+    """
+    final = stats.final_return(episode_return, episodes, fraction=fraction)
+    valid = final[np.isfinite(final)]
+    out: dict[str, Any] = {
+        "final_return_mean": float(np.mean(valid)) if valid.size else None,
+        "final_return_ci95": None,
+        "final_return_per_seed": [float(x) if np.isfinite(x) else None for x in final],
+    }
+    if not valid.size:
+        return out
+    note = stats.too_few_for_ci(int(valid.size))
+    if note is None:
+        out["final_return_ci95"] = list(stats.bootstrap_ci(valid))
+    else:
+        out["final_return_range"] = [float(valid.min()), float(valid.max())]
+        out["final_return_ci95_note"] = note
+    return out
+
+
+def describe_final_return(summary: dict[str, Any]) -> str:
+    """One phrase for the final return of a summary (as printed at the end of training)."""
+    mean, ci = summary.get("final_return_mean"), summary.get("final_return_ci95")
+    if mean is None:
+        return "final return: no episode ended in the last 5% of training"
+    if ci is not None:
+        return f"final return {mean:.2f} (95% CI {ci[0]:.2f} .. {ci[1]:.2f})"
+    low, high = summary["final_return_range"]
+    scored = sum(x is not None for x in summary["final_return_per_seed"])
+    over = f"{scored} seed" + ("s" if scored != 1 else "")
+    return (f"final return {mean:.2f} (range {low:.2f} .. {high:.2f} over {over}; too few seeds for a "
+            f"95% CI, use {stats.MIN_RUNS_FOR_CI} or more)")
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write via a temporary file in the same folder (mode 0666 less the umask), then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def _save_params(path: Path, params: Any) -> None:
+    """A parameter pytree as ``.npz`` keyed ``module/name`` (the layout experiments.train writes)."""
+    import jax
+
+    flat = {
+        "/".join(str(getattr(k, "key", k)) for k in key_path): np.asarray(leaf)
+        for key_path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    }
+    _atomic_write(path, lambda f: np.savez(f, **flat))
+
+
+def _one_setting(hypers: Any) -> dict[str, float]:
+    """The hyperparameters shared by every run, as ``config.json`` stores them."""
+    values = {}
+    for f in dataclasses.fields(hypers):
+        per_run = np.asarray(getattr(hypers, f.name), dtype=np.float64).reshape(-1)
+        if per_run.size and not np.all(per_run == per_run[0]):
+            raise ValueError(
+                f"the runs of this result have different values of {f.name} (a leading hyper axis); a run "
+                "folder holds one setting: train each setting with its own rl.train call, or use rl.sweep"
+            )
+        values[f.name] = float(per_run[0])
+    return values
+
+
+def _jsonable(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _jsonable(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_jsonable(v) for v in tree]
+    if isinstance(tree, np.generic):
+        return tree.item()
+    return tree
+
+
+def _check_env(env: str, algo: Any, params: Any) -> None:
+    """``envs.make(env)`` must build an env whose observations the trained policy accepts."""
+    import jax
+
+    import envs
+
+    if not isinstance(env, str):
+        raise ValueError(f"env must be the env id or MODULE:ATTRIBUTE spec the algorithm was made with, "
+                         f"not {type(env).__name__}: config.json stores it and agents.load builds it again")
+    made, env_params = envs.make(env)
+    obs, _ = jax.eval_shape(lambda key: made.reset(key, env_params), jax.random.key(0))
+    first = jax.tree.map(lambda x: x[0], params)
+    try:
+        jax.eval_shape(lambda p, o: algo.act(p, o, jax.random.key(0), True), first,
+                       jax.ShapeDtypeStruct((1, *obs.shape), obs.dtype))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"env {env!r} does not fit the trained policy ({type(err).__name__}: {err}); give "
+                         "the env id or spec the algorithm was made with") from None
+
+
+def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: Sequence[int] | None = None) -> Path:
+    """Write ``result`` (an ``rl.TrainResult``) as a run folder; returns its path.
+
+    Args:
+      result: what :func:`rl.train` (or ``run_batch``) returned.
+      run_dir: the folder; it must not exist or be empty.
+      env: the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with.
+      seeds: the seed of each run; only needed for a result of ``run_batch`` (``rl.train``
+        records them).
+
+    Raises:
+      ValueError: the folder is not empty, the result has no updates or several hyperparameter
+        settings, the seeds do not fit, or ``env`` cannot be built or does not fit the policy.
+    """
+    import jax
+
+    from rl import plots
+    from rl.checkpoint import Checkpointer
+    from rl.sinks import CsvSink, JsonlSink, MultiSink, TensorBoardSink
+
+    algo = result.algo
+    if algo is None:
+        raise ValueError("this TrainResult does not record its algorithm; save the result of rl.train or run_batch")
+    given = result.seeds if seeds is None else seeds
+    seeds = None if given is None else [int(s) for s in given]
+    if seeds is None or len(seeds) != result.num_runs:
+        raise ValueError(f"give seeds=[...], one per run ({result.num_runs}); got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs' seeds {seeds} repeat: this result trained several hyperparameter settings; a "
+                         "run folder holds one setting: train each with its own rl.train call, or use rl.sweep")
+    hyper = _one_setting(result.hypers)
+    if not result.metrics or result.num_updates == 0:
+        raise ValueError("this result has no updates to save")
+    _check_env(env, algo, result.params)
+    run_dir = Path(run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(f"{str(run_dir)!r} already exists and is not empty; choose a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    sharding = getattr(jax.tree.leaves(result.params)[0], "sharding", None)
+    devices = [] if sharding is None else sorted(sharding.device_set, key=lambda d: d.id)
+    _write_json(run_dir / "config.json", {
+        "agent": algo.name, "env": env, "preset": None, "preset_file": None, "seeds": seeds,
+        "num_chunks": result.num_chunks, "checkpoint_every": 0, "keep_checkpoints": 1,
+        "config": _jsonable(dataclasses.asdict(algo.config)), "hyper": hyper,
+        "jax_version": jax.__version__, "devices": [str(d) for d in devices], "saved_by": SAVED_BY,
+    })
+    labels = [{"seed": s} for s in seeds]
+    sink = MultiSink([CsvSink(run_dir / "metrics.csv", labels), JsonlSink(run_dir / "metrics.jsonl", labels),
+                      TensorBoardSink(run_dir / "tensorboard", labels, steps_per_update=algo.steps_per_update)])
+    try:
+        sink.write(result.metrics, 0, algo.steps_per_update)
+    finally:
+        sink.close()
+    ret, count = result.metrics.get("episode_return"), result.metrics.get("episodes")
+    if ret is not None and count is not None:
+        env_steps = (np.arange(ret.shape[1]) + 1) * algo.steps_per_update
+        plots.plot_learning_curve(run_dir / "curve.png", env_steps, ret, count,
+                                  title=f"{algo.name} on {env} ({len(seeds)} seeds)")
+    _save_params(run_dir / "params.npz", result.params)
+    with Checkpointer(run_dir / "checkpoints", every=0, max_to_keep=1, asynchronous=False) as checkpointer:
+        checkpointer.save(result.state, update=result.num_updates, chunk=result.num_chunks, metrics=result.metrics,
+                          meta={"num_runs": result.num_runs, "num_updates": algo.num_updates,
+                                "steps_per_update": algo.steps_per_update, "agent": algo.name, "saved_by": SAVED_BY})
+
+    summary: dict[str, Any] = {
+        "agent": algo.name, "env": env, "preset": None, "num_seeds": len(seeds), "seeds": seeds,
+        "status": result.status, "num_updates": result.num_updates, "total_timesteps": result.env_steps_per_run,
+    }
+    if ret is not None and count is not None:
+        summary.update(final_return_summary(ret, count))
+    summary.update({
+        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
+        "env_steps_per_second": result.env_steps_per_second, "num_chunks": result.num_chunks,
+        "num_devices": len(devices) or None, "runs_per_device": result.num_runs // len(devices) if devices else None,
+        "checkpoint_update": result.num_updates, "run_dir": str(run_dir), "saved_by": SAVED_BY,
+    })
+    _write_json(run_dir / "summary.json", summary)
+    return run_dir
