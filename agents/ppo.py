@@ -19,6 +19,7 @@ Truncation is not termination: value targets bootstrap from the value of
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -91,13 +92,14 @@ class Config:
         for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps"):
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
-        check(
-            self.batch_size % self.num_minibatches == 0,
-            "num_minibatches",
-            self.num_minibatches,
-            f"must divide num_envs * num_steps = {self.batch_size} "
-            f"(divisors: {_divisors(self.batch_size)})",
-        )
+        if self.batch_size % self.num_minibatches:  # the message lists divisors: build it only when needed
+            check(
+                False,
+                "num_minibatches",
+                self.num_minibatches,
+                f"must divide num_envs * num_steps = {self.batch_size} "
+                f"(divisors: {_divisors(self.batch_size)})",
+            )
         check(
             self.total_timesteps >= self.batch_size,
             "total_timesteps",
@@ -133,7 +135,9 @@ class Config:
 
 
 def _divisors(n: int) -> str:
-    divs = [d for d in range(1, n + 1) if n % d == 0]
+    """The first divisors of n, found in O(sqrt n) (n = num_envs * num_steps can be absurd)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    divs = sorted(set(small + [n // d for d in small]))
     return ", ".join(map(str, divs[:12])) + (", ..." if len(divs) > 12 else "")
 
 

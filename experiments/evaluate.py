@@ -11,7 +11,9 @@ its observation-normalisation statistics applied when it used them. Each run's
 has ended: the return of the first episode of each environment counts. The
 report gives each run's mean return with a 95% bootstrap confidence interval
 over its episodes and, for several runs, the mean over runs with a 95%
-bootstrap interval over runs. ``--out FILE`` writes it as JSON.
+bootstrap interval over runs; with fewer than 4 episodes or runs that interval
+is only their range, and the report says so (``ci_note``). ``--out FILE``
+writes it as JSON.
 
 ``--gif`` renders one episode of the first evaluated run with gymnax's
 visualizer, which draws Catch-bsuite, the MinAtar games, Pong-misc,
@@ -22,6 +24,7 @@ MountainCar(Continuous); for any other environment it says so and skips the GIF.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Annotated, Any, Callable, NamedTuple, Sequence
 import numpy as np
 import tyro
 
-from experiments.train import UsageError, tyro_cli, write_json
+from experiments.train import UsageError, _jsonable, tyro_cli
 
 # environments gymnax's Visualizer can draw (gymnax/visualize/visualizer.py)
 GIF_ENVS: tuple[str, ...] = (
@@ -154,11 +157,21 @@ def summarize(results: EpisodeResults, seeds: Sequence[int]) -> dict[str, Any]:
             "std_return": float(ret.std()), "episodes": int(ret.size),
             "unfinished_episodes": int((~fin).sum()),
         })
+        note = stats.too_few_for_ci(int(ret.size), "episodes")  # then the "CI" is their range
+        if note is not None:
+            per_run[-1]["ci_note"] = note
     means = np.array([r["mean_return"] for r in per_run])
     overall = {"mean_return": float(means.mean()), "ci95": list(stats.bootstrap_ci(means)),
                "ci_over": "runs" if len(per_run) > 1 else "episodes"}
     if len(per_run) == 1:
         overall["ci95"] = per_run[0]["ci95"]
+        if "ci_note" in per_run[0]:
+            overall["ci_note"] = per_run[0]["ci_note"]
+    else:
+        # with fewer than 4 runs the bootstrap "CI" over runs is just their range: say so
+        note = stats.too_few_for_ci(len(per_run))
+        if note is not None:
+            overall["ci_note"] = note
     return {"per_run": per_run, "overall": overall}
 
 
@@ -220,17 +233,25 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
 
     import agents
 
-    for name, minimum in (("episodes", 1), ("seed", 0), ("gif_max_frames", 1)):
+    for name, minimum, maximum in (("episodes", 1, None), ("seed", 0, 2**63 - 1), ("gif_max_frames", 1, None),
+                                   ("max_steps", 1, 2**31 - 1)):
         value = getattr(args, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UsageError(f"--max-steps must be a positive integer, got {args.max_steps}")
+        if value is None and name == "max_steps":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or \
+                (maximum is not None and value > maximum):
+            allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+            raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
+    check_new_file(args.out, "--out")
+    check_new_file(args.gif, "--gif")
     try:
         loaded = agents.load(args.run_dir, run=args.run)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        what = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        raise UsageError(f"cannot evaluate {str(args.run_dir)!r}: {what}" if not isinstance(err, ValueError)
+                         else what) from None
     runs = [loaded.run] if args.run is not None else list(range(len(loaded.seeds)))
+    check_memory(loaded, len(runs), args)
     pick = lambda tree: None if tree is None else jax.tree.map(lambda x: x[np.array(runs)], tree)  # noqa: E731
     max_steps = args.max_steps or default_max_steps(loaded.env_params)
     deterministic = not args.stochastic
@@ -250,9 +271,85 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         report["gif"] = None if reason else str(args.gif)
         report["gif_skipped"] = reason
     if args.out is not None:
-        write_json(Path(args.out), report)
+        write_new_json(Path(args.out), report)
     print_report(report)
     return report
+
+
+def check_new_file(path: str | None, flag: str) -> None:
+    """A path to write must not exist (nothing is replaced) and must lie in a folder that can be written.
+
+    Missing parent folders are fine (they are made when the file is written), as long as
+    the nearest existing one is a writable folder.
+    """
+    import os
+    import tempfile
+
+    if path is None:
+        return
+    if not path.strip():
+        raise UsageError(f"{flag} is empty; give a file name")
+    target = Path(path)
+    try:
+        if target.exists() or target.is_symlink():
+            raise UsageError(f"{flag} {path!r} already exists; it is never replaced, choose a new file name")
+        if path.endswith(os.sep) or target.name in ("", ".", ".."):
+            raise UsageError(f"{flag} {path!r} names a folder; give a file name")
+        parent = target.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"{flag} {path!r} lies under {str(parent)!r}, which is a file, not a folder")
+        if len(target.name.encode()) > os.pathconf(parent, "PC_NAME_MAX"):
+            raise UsageError(f"{flag} {path!r}: the file name is longer than this file system allows")
+        try:  # write a file there and remove it: the only sure test (root passes os.access on /proc)
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as err:
+            raise UsageError(f"{flag} {path!r}: cannot write in {str(parent)!r}: "
+                             f"{err.strerror or err}") from None
+    except (OSError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"{flag} {path!r} cannot be used: {err}") from None
+
+
+def write_new_json(path: Path, data: Any) -> None:
+    """Write JSON to a new file atomically, never replacing one (``os.link`` refuses an existing name)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(data, indent=2, default=_jsonable).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name was taken meanwhile
+        except FileExistsError:
+            raise UsageError(f"--out {str(path)!r} was created by someone else meanwhile; it is not replaced, "
+                             "choose a new file name") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def check_memory(loaded: Any, num_runs: int, args: EvalArgs) -> None:
+    """Refuse ``--episodes`` or ``--gif-max-frames`` whose env states cannot fit in memory (rl/memory.py)."""
+    import jax
+
+    from rl import memory
+
+    obs, state = jax.eval_shape(loaded.env.reset, jax.random.key(0), loaded.env_params)
+    per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done
+    devices = jax.devices()[:1]  # play_episodes runs on the default device
+    memory.check_fits(memory.Need(per_episode, 0), num_runs * args.episodes, devices,
+                      runs_field="episodes", runs_value=args.episodes, runs_per_unit=num_runs,
+                      unit="episodes (all runs)")
+    if args.gif is not None:
+        memory.check_fits(memory.Need(memory.tree_bytes(state) + 8, 0), args.gif_max_frames, devices,
+                          runs_field="gif_max_frames", runs_value=args.gif_max_frames, unit="frames")
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -262,12 +359,14 @@ def print_report(r: dict[str, Any]) -> None:
         low, high = run["ci95"]
         unfinished = f", {run['unfinished_episodes']} unfinished after {r['max_steps']} steps" \
             if run["unfinished_episodes"] else ""
-        lines.append(f"  seed {run['seed']}: mean return {run['mean_return']:.2f} "
-                     f"(95% CI {low:.2f} .. {high:.2f}){unfinished}")
+        spread = (f"range {low:.2f} .. {high:.2f}; too few episodes for a 95% CI" if run.get("ci_note")
+                  else f"95% CI {low:.2f} .. {high:.2f}")
+        lines.append(f"  seed {run['seed']}: mean return {run['mean_return']:.2f} ({spread}){unfinished}")
     if len(r["per_run"]) > 1:
         o = r["overall"]
-        lines.append(f"  all {len(r['per_run'])} seeds: mean return {o['mean_return']:.2f} "
-                     f"(95% CI over seeds {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f})")
+        spread = (f"range {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}; too few seeds for a 95% CI over seeds"
+                  if o.get("ci_note") else f"95% CI over seeds {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}")
+        lines.append(f"  all {len(r['per_run'])} seeds: mean return {o['mean_return']:.2f} ({spread})")
     if "gif" in r:
         lines.append(f"  GIF: {r['gif']}" if r["gif"] else f"  GIF skipped: {r['gif_skipped']}")
     print("\n".join(lines), flush=True)
@@ -284,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. the report or the GIF cannot be written (full disk)
+        where = f"could not write {err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

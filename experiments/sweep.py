@@ -11,8 +11,9 @@
 ``loguniform:LOW:HIGH`` or ``choice:V1,V2,...``) draws ``--samples N`` random
 configurations, combined with every grid point. Every other flag (``--preset``,
 ``--preset-file``, ``--num-envs``, ``--learning-rate``, ...) sets the base
-settings exactly as in ``experiments.train``. Tuples are written with ``x``:
-``--grid hidden_sizes=64x64,256x256``.
+settings exactly as in ``experiments.train``. A list field's values join their
+elements with ``x``: ``--grid hidden_sizes=64x64,256x256`` sweeps two
+architectures; booleans are ``true``/``false``; ``none`` where a field allows it.
 
 The report folder (``runs/<timestamp>-sweep-<agent>-<env>/`` or ``--out``) is
 described in ``rl/sweep.py``; its ``best_preset.json`` trains the winner:
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +40,19 @@ from typing import Annotated, Any, Sequence
 
 import tyro
 
-from experiments.train import C, H, TrainArgs, UsageError, _resolve, _take_flag, default_args
+from experiments.train import (
+    C,
+    H,
+    TrainArgs,
+    UsageError,
+    _os_reason,
+    _resolve,
+    _take_flag,
+    claim_folder,
+    default_args,
+    help_description,
+    tyro_cli,
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,7 @@ class SweepArgs(TrainArgs[C, H]):
     out: str | None = None
     """report folder (default runs/<timestamp>-sweep-<agent>-<env>); must not exist or be empty"""
     grid: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """NAME=V1,V2,...: sweep the product of the value lists"""
+    """NAME=V1,V2,...: sweep the product of the value lists (repeat --grid for each NAME); a list field's values join their elements with x, e.g. hidden_sizes=64x64,256x256x256; booleans true/false; none where a field allows it"""
     sample: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """NAME=uniform:LOW:HIGH | loguniform:LOW:HIGH | choice:V1,V2,...: random search"""
     samples: int | None = None
@@ -74,19 +89,23 @@ def parse(argv: Sequence[str]) -> tuple[str, SweepArgs]:
     if not argv or argv[0].startswith("-"):
         names = ", ".join(sorted(agents.AGENTS))
         if argv and argv[0] in ("-h", "--help"):
-            print(f"usage: python -m experiments.sweep AGENT [--help] [OPTIONS]\n\nagents: {names}")
+            from experiments import presets
+
+            print(f"usage: python -m experiments.sweep AGENT [--help] [OPTIONS]\n\nagents: {names}\n\n"
+                  f"{presets.help_text()}")
             raise SystemExit(0)
         raise UsageError(f"name an agent first: python -m experiments.sweep AGENT ...; agents: {names}")
     agent_name, rest = argv[0], argv[1:]
     module = _resolve(agents.get, agent_name)
     base = default_args(agent_name, rest)
     defaults = SweepArgs(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainArgs)})
-    args = tyro.cli(
+    args = tyro_cli(  # parse errors: one error line, as in experiments.train
         SweepArgs[module.Config, module.Hyper],  # type: ignore[name-defined]
         default=defaults,
         args=rest,
         prog=f"python -m experiments.sweep {agent_name}",
         config=(tyro.conf.FlagConversionOff, tyro.conf.OmitArgPrefixes),
+        description=help_description(SweepArgs, agent_name),
     )
     return agent_name, args
 
@@ -109,7 +128,8 @@ def out_dir_for(agent_name: str, args: SweepArgs) -> Path:
     if args.out is not None:
         return Path(args.out)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-sweep-{agent_name}-{args.env}"
+    env_name = re.sub(r"[^A-Za-z0-9._-]+", "_", args.env)  # an env spec "my_envs:MyEnv" -> my_envs_MyEnv
+    base = Path("runs") / f"{stamp}-sweep-{agent_name}-{env_name}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
@@ -132,23 +152,78 @@ def run(agent_name: str, args: SweepArgs) -> Any:
             raise UsageError(f"--{f.name.replace('_', '-')} is a train option the sweep does not support")
     check(isinstance(args.num_seeds, int) and args.num_seeds > 0, "num_seeds", args.num_seeds,
           "must be a positive integer")
+    check(isinstance(args.seed, int) and args.seed >= 0, "seed", args.seed, "must be an integer >= 0")
+    check(args.seed + args.num_seeds <= 2**31, "seed", args.seed, f"seed + num_seeds must not exceed 2**31 = {2**31}")
+    check(isinstance(args.sample_seed, int) and 0 <= args.sample_seed < 2**63, "sample_seed", args.sample_seed,
+          "must be an integer in [0, 2**63)")
     grid, sample = _specs(args.grid, "grid"), _specs(args.sample, "sample")
-    return rl.sweep(
-        module,
-        args.env,
-        grid=grid,
-        sample=sample,
-        num_samples=args.samples,
-        seeds=list(range(args.seed, args.seed + args.num_seeds)),
-        config=args.config,
-        hyper=args.hyper,
-        sample_seed=args.sample_seed,
-        num_chunks=args.num_chunks,
-        pad=args.pad,
-        out=out_dir_for(agent_name, args),
-        progress=args.progress,
-        plot_top=args.plot_top,
-    )
+    _check_memory(module, args, grid, sample)
+    out = out_dir_for(agent_name, args)
+    lock = claim_folder(out, "--out", empty=True) if _primary() else None
+    discard = True  # bad input found by rl.sweep before it writes: leave no folder behind
+    try:
+        result = rl.sweep(
+            module,
+            args.env,
+            grid=grid,
+            sample=sample,
+            num_samples=args.samples,
+            seeds=list(range(args.seed, args.seed + args.num_seeds)),
+            config=args.config,
+            hyper=args.hyper,
+            sample_seed=args.sample_seed,
+            num_chunks=args.num_chunks,
+            pad=args.pad,
+            out=out,
+            progress=args.progress,
+            plot_top=args.plot_top,
+        )
+        discard = False
+        return result
+    finally:
+        if lock is not None:
+            lock.release(discard=discard)
+
+
+def _primary() -> bool:
+    from rl import distributed
+
+    return distributed.is_primary()
+
+
+MIN_RUN_BYTES = 1024  # a run's parameters alone take more: the floor when a shape-setting field is swept
+
+
+def _check_memory(module: Any, args: SweepArgs, grid: dict[str, str], sample: dict[str, str]) -> None:
+    """Refuse, before the configurations are even listed, a sweep whose runs cannot fit in memory.
+
+    Runs = seeds x grid points x samples. One run's need comes from the base settings
+    (rl/memory.py) when only traced fields are swept; a swept shape-setting field may
+    shrink it, so then only a floor of ``MIN_RUN_BYTES`` per run is assumed.
+    """
+    import envs
+    from rl import memory
+    from rl.runner import make_mesh
+    from rl.sweep import sweepable
+
+    params = sweepable(module)
+    points = math.prod(len(values.split(",")) for values in grid.values())
+    configs = points * (args.samples or 1)
+    if any(name in params and not params[name].traced for name in [*grid, *sample]):
+        need = memory.Need(device=MIN_RUN_BYTES, host=0)
+    else:
+        env, env_params = _resolve(envs.make, args.env)
+        need = memory.need_per_run(module.make(args.config, env, env_params), args.hyper)
+    devices = list(make_mesh().devices.flat)
+    # the configurations with one seed each first: when even they cannot fit, name what made them many
+    if args.samples:
+        memory.check_fits(need, configs, devices, runs_field="samples", runs_value=args.samples,
+                          runs_per_unit=points, unit="runs (configurations x 1 seed)")
+    else:
+        memory.check_fits(need, configs, devices, runs_field="grid", runs_value=list(args.grid),
+                          runs_per_unit=configs, unit="runs (grid points x 1 seed)")
+    memory.check_fits(need, configs * args.num_seeds, devices, runs_field="num_seeds", runs_value=args.num_seeds,
+                      runs_per_unit=configs, unit="runs (configurations x seeds)")
 
 
 def _start_distributed(argv: Sequence[str]) -> None:
@@ -180,11 +255,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         agent_name, args = parse(argv)
+    except (ConfigError, UsageError, envs.EnvUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         run(agent_name, args)
         return 0
     except (ConfigError, UsageError, envs.EnvUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a report file that cannot be written (full disk, file size limit, ...)
+        where = f"could not write {err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"error: the sweep stopped: {where}{_os_reason(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
