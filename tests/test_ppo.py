@@ -82,12 +82,13 @@ def test_gaussian_policy_heads():
 # ---------------------------------------------------------------- probes
 
 
-def _probe_values(env_id, obs, steps=20_000, **hyper):
+def _probe_values(env_id, obs, seeds, steps=20_000, **hyper):
+    """Train on `seeds`; the policy output and value at `obs` of each run, seeds first."""
     algo = _make(env_id, ppo.Config(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4,
                                     total_timesteps=steps, anneal_lr=False))
-    result = rl.train(algo, ppo.Hyper(learning_rate=3e-3, ent_coef=0.0, **hyper), seeds=[0])
-    params = jax.tree.map(lambda x: x[0], result.params)
-    policy_out, value = ppo._network(algo.config, *_space(env_id)).apply(params, obs)
+    result = rl.train(algo, ppo.Hyper(learning_rate=3e-3, ent_coef=0.0, **hyper), seeds=seeds)
+    network = ppo._network(algo.config, *_space(env_id))
+    policy_out, value = jax.vmap(network.apply, (0, None))(result.params, obs)
     return policy_out, np.asarray(value)
 
 
@@ -97,34 +98,37 @@ def _space(env_id):
     return space, envs.is_discrete(space)
 
 
-def test_probe_one_step_value_is_one():
-    _, v = _probe_values("Probe-OneStep-v0", jnp.zeros((1, 1)))
-    np.testing.assert_allclose(v, 1.0, atol=0.05)
+def test_probe_one_step_value_is_one(seeds):
+    # r = +1 then termination: V = 1. Wrong answers: 0 (nothing fitted) and, with gamma 0.5,
+    # 1 / (1 - 0.5) = 2 (bootstrapping through the termination). Margin: half the gap of 1.
+    _, v = _probe_values("Probe-OneStep-v0", jnp.zeros((1, 1)), seeds(0), gamma=0.5)
+    np.testing.assert_allclose(v, 1.0, atol=0.5)
 
 
-def test_probe_truncation_bootstraps_from_final_observation():
+def test_probe_truncation_bootstraps_from_final_observation(seeds):
     # Reward 1 forever, cut by a time limit every 5 steps: the value is
-    # 1 / (1 - gamma) = 10 only if truncation bootstraps; treating it as a
-    # termination would give at most 1 + .9 + ... + .9^4 = 4.1.
-    _, v = _probe_values("Probe-Truncation-v0", jnp.zeros((1, 1)), steps=60_000, gamma=0.9)
-    np.testing.assert_allclose(v, 10.0, rtol=0.05)
+    # 1 / (1 - gamma) = 10 only if truncation bootstraps. Wrong answer: treating it as a
+    # termination gives at most the 5-step return 1 + .9 + ... + .9^4 = 4.1 (the obs is always
+    # [0], so V is the mean over the 5 positions, lower still). Margin: half the gap of 5.9, 2.9.
+    _, v = _probe_values("Probe-Truncation-v0", jnp.zeros((1, 1)), seeds(0), steps=60_000, gamma=0.9)
+    np.testing.assert_allclose(v, 10.0, atol=2.9)
 
 
-def test_probe_action_reward_picks_the_bit():
-    logits, _ = _probe_values("Probe-ActionReward-v0", jnp.eye(2))
-    np.testing.assert_array_equal(np.argmax(np.asarray(logits), axis=1), [0, 1])
+def test_probe_action_reward_picks_the_bit(seeds):
+    logits, _ = _probe_values("Probe-ActionReward-v0", jnp.eye(2), seeds(0))
+    np.testing.assert_array_equal(np.argmax(np.asarray(logits), axis=-1), [[0, 1]])
 
 
 # ---------------------------------------------------------------- engine properties
 
 
-def test_three_learning_rates_times_two_seeds_in_one_compile():
+def test_three_learning_rates_times_two_seeds_in_one_compile(seeds):
     traces = []
     algo = _make("CartPole-v1")
     counted = algo._replace(update=lambda s, h: (traces.append(1), algo.update(s, h))[1])
     lrs = jnp.array([1e-4, 1e-3, 1e-2])
     hyper = dataclasses.replace(ppo.Hyper(), learning_rate=lrs)  # the other fields stay scalars
-    result = rl.train(counted, hyper, seeds=[0, 1], num_chunks=2)
+    result = rl.train(counted, hyper, seeds=seeds(0, 1), num_chunks=2)
     assert len(traces) == 1  # the chunk function was traced (and compiled) once
     assert result.metrics["learning_rate"].shape == (6, algo.num_updates)
     # hyper-major layout: runs (lr0,s0), (lr0,s1), (lr1,s0), ...; annealed from lr at update 0
@@ -134,10 +138,10 @@ def test_three_learning_rates_times_two_seeds_in_one_compile():
     assert not np.allclose(p[0], p[1])  # same learning rate, different seeds
 
 
-def test_same_seed_is_deterministic_and_seeds_differ():
+def test_same_seed_is_deterministic_and_seeds_differ(seeds):
     algo = _make("CartPole-v1")
-    a = rl.train(algo, ppo.Hyper(), seeds=[3, 4])
-    b = rl.train(algo, ppo.Hyper(), seeds=[3, 4], num_chunks=2)  # chunking must not matter
+    a = rl.train(algo, ppo.Hyper(), seeds=seeds(3, 4))
+    b = rl.train(algo, ppo.Hyper(), seeds=seeds(3, 4), num_chunks=2)  # chunking must not matter
     for k in a.metrics:
         np.testing.assert_array_equal(a.metrics[k], b.metrics[k])
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
@@ -186,17 +190,25 @@ def test_seeds_not_dividing_devices_is_refused_before_compiling():
 # ---------------------------------------------------------------- learning
 
 
+# Final returns measured with this file's settings at seed shifts 0, 1000 and 2000 (4 seeds each):
+# CartPole 500 on all 12 seeds. Pendulum: 4-seed means -253, -260 and -324; single seeds from
+# -202 to -380.
+
+
 @pytest.mark.slow
-def test_cartpole_purejaxrl_preset_learns():
+def test_cartpole_purejaxrl_preset_learns(seeds):
     preset = presets.get("purejaxrl-cartpole")
     algo = _make("CartPole-v1", ppo.Config(**preset.config))
-    final = _final(rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(4)))
-    assert final.mean() >= 475 and final.min() >= 400, final
+    final = _final(rl.train(algo, ppo.Hyper(**preset.hyper), seeds=seeds.range(4)))
+    # CartPole-v1's solved threshold: a mean of 475 (margin 25 below the 500 measured) and 3 of
+    # the 4 seeds there, so one seed may fall back late in training.
+    assert final.mean() >= 475 and np.sum(final >= 475) >= 3, final
 
 
 @pytest.mark.slow
-def test_pendulum_gymnax_blines_preset_learns():
+def test_pendulum_gymnax_blines_preset_learns(seeds):
     preset = presets.get("gymnax-blines-pendulum")
     algo = _make("Pendulum-v1", ppo.Config(**preset.config))
-    final = _final(rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(4)))
+    final = _final(rl.train(algo, ppo.Hyper(**preset.hyper), seeds=seeds.range(4)))
+    # the 4-seed mean: -400 leaves a margin of 76 below the lowest mean measured (-324)
     assert final.mean() >= -400, final

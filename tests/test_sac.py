@@ -17,14 +17,9 @@ from rl import stats
 from rl.errors import ConfigError
 
 
-
-@pytest.fixture(autouse=True)
-def _haiku_init_needs_rank_promotion():
-    # haiku's Orthogonal initializer multiplies (n, m) by (m,), which the strict mode (set
-    # globally by another test module) rejects; leaf functions and `update` are checked
-    # under "raise" below.
-    with jax.numpy_rank_promotion("allow"):
-        yield
+# haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
+# `update` are checked under "raise" below.
+pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 
 
 class Strict(parameterized.TestCase):
@@ -38,7 +33,7 @@ PROBE = sac.Config(
 )
 
 
-def _train(env_id, config=PROBE, hyper=sac.Hyper(), seeds=(0, 1), env=None):
+def _train(env_id, seeds, config=PROBE, hyper=sac.Hyper(), env=None):
     """Train on `seeds` with the runner; returns (static, per-seed params list, result)."""
     env, env_params = envs.make(env_id) if env is None else (env, env.default_params)
     result = rl.train(sac.make(config, env, env_params), hyper, seeds=list(seeds))
@@ -193,56 +188,62 @@ def test_update_traces_under_strict_rank_promotion(env_id, noise_exponent):
 # ---------------------------------------------------------------- probes
 
 
-def test_probe_continuous_action_mean_tracks_the_observation():
+def test_probe_continuous_action_mean_tracks_the_observation(seeds, assert_tracks_the_observation):
     # r = -(a - obs)^2, one step, terminated: Q(s, a) = -(a - obs)^2 (no bootstrap) and the
-    # policy's mean action (tanh of the Gaussian mean) must follow obs.
+    # policy's mean action (tanh of the Gaussian mean) must follow obs; the tolerances and the
+    # wrong answers they exclude are in tests/conftest.py (_assert_tracks_the_observation).
     # a low initial temperature: the soft-optimal policy exp(Q / alpha) has std sqrt(alpha / 2)
     hyper = sac.Hyper(actor_lr=3e-3, critic_lr=3e-3, alpha=0.05)
-    static, params, result = _train("Probe-ContinuousAction-v0", hyper=hyper)
-    obs = jnp.linspace(-0.8, 0.8, 9)[:, None]
+    static, params, _ = _train("Probe-ContinuousAction-v0", seeds(0, 1), hyper=hyper)
     for p in params:
-        action = sac.act(static, p, obs, jax.random.key(0), deterministic=True)
-        np.testing.assert_allclose(action, obs, atol=0.1)
-        q = static.critic.apply(p.critic, obs, obs)  # [2, 9] at the optimum: 0
-        np.testing.assert_allclose(q, 0.0, atol=0.05)
-        other = jnp.clip(obs + 0.5, -1.0, 1.0)
-        q = static.critic.apply(p.critic, obs, other)
-        np.testing.assert_allclose(q, np.broadcast_to(-np.square(other - obs)[:, 0], q.shape), atol=0.05)
+        assert_tracks_the_observation(
+            lambda obs, action, p=p: static.critic.apply(p.critic, obs, action),
+            lambda obs, p=p: sac.act(static, p, obs, jax.random.key(0), deterministic=True),
+        )
     # two seeds share no parameters
     for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
         assert not np.allclose(a, b)
 
 
-def test_probe_one_step_value_is_one():
-    # Discrete(1) actions: discrete SAC with one action, r = +1 then terminated: Q = 1.
-    static, params, _ = _train("Probe-OneStep-v0", hyper=sac.Hyper(critic_lr=3e-3))
+def test_probe_one_step_value_is_one(seeds):
+    # Discrete(1) actions: discrete SAC with one action (log pi = 0), r = +1 then terminated:
+    # Q = 1. Wrong answers: 0 (nothing fitted) and, with gamma 0.5, 1 / (1 - 0.5) = 2
+    # (bootstrapping through the termination). Margin: half the gap of 1.
+    static, params, _ = _train("Probe-OneStep-v0", seeds(0, 1), hyper=sac.Hyper(critic_lr=3e-3, gamma=0.5))
     for p in params:
-        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((1, 1))), 1.0, atol=0.05)
+        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((1, 1))), 1.0, atol=0.5)
 
 
-def test_probe_truncation_bootstraps_from_the_final_observation():
+def test_probe_truncation_bootstraps_from_the_final_observation(seeds):
     # r = +1 forever, cut by a time limit every 5 steps. With one action log pi = 0 (no entropy
-    # term), so Q = 1 / (1 - gamma) = 10 only if truncation bootstraps from next_obs; treating
-    # it as termination would give at most 1 + .9 + ... + .9^4 = 4.1.
+    # term), so Q = 1 / (1 - gamma) = 10 only if truncation bootstraps from next_obs. Wrong
+    # answer: treating it as termination gives at most 1 + .9 + ... + .9^4 = 4.1 (the obs is
+    # always [0]: the fixed point 1 + .9 * 4/5 * Q gives 3.6). Margin: half the gap of 5.9, 2.9.
     config = dataclasses.replace(PROBE, total_timesteps=4 * 2_000)
-    static, params, _ = _train("Probe-Truncation-v0", config, sac.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1))
+    static, params, _ = _train("Probe-Truncation-v0", seeds(0, 1), config,
+                               sac.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1))
     for p in params:
-        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((1, 1))), 10.0, rtol=0.05)
+        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((1, 1))), 10.0, atol=2.9)
 
 
-def test_probe_action_reward_discrete_policy_picks_the_bit():
+def test_probe_action_reward_discrete_policy_picks_the_bit(seeds):
     # obs one-hot(bit), r = +1 for action == bit else -1, one step: Q(s, bit) = 1, Q(s, other) = -1.
-    # With a low entropy target (0.1 nats of log 2 = 0.69) the policy must put most mass on the bit.
+    # With a low entropy target (0.1 nats of log 2 = 0.69) the policy must put most mass on the
+    # bit: right answer pi(bit) = 0.98 (the entropy of (0.98, 0.02) is 0.1 nats; seeds 0, 1, 1000,
+    # 1001, 2000, 2001 reach 0.96), wrong answer 0.5 (a policy blind to the observation); the bound
+    # 0.74 is halfway. Wrong answer for Q: 0, what a critic blind to the observation fits (the bit
+    # is a fair coin: each action's mean reward is 0); margin half the gap, 0.5.
     config = dataclasses.replace(PROBE, target_entropy=0.1)
-    static, params, _ = _train("Probe-ActionReward-v0", config, sac.Hyper(actor_lr=3e-3, critic_lr=3e-3))
+    static, params, _ = _train("Probe-ActionReward-v0", seeds(0, 1), config,
+                               sac.Hyper(actor_lr=3e-3, critic_lr=3e-3))
     obs = jnp.eye(2)
     for p in params:
         greedy = sac.act(static, p, obs, jax.random.key(0), deterministic=True)
         np.testing.assert_array_equal(greedy, [0, 1])
         probs = jax.nn.softmax(static.actor.apply(p.actor, obs))
-        assert np.all(np.diag(probs) > 0.9), probs
+        assert np.all(np.diag(probs) > 0.74), probs
         q = static.critic.apply(p.critic, obs)  # [2, 2 obs, 2 actions]
-        np.testing.assert_allclose(q, np.broadcast_to(2 * np.eye(2) - 1, (2, 2, 2)), atol=0.1)
+        np.testing.assert_allclose(q, np.broadcast_to(2 * np.eye(2) - 1, (2, 2, 2)), atol=0.5)
 
 
 # ---------------------------------------------------------------- bad input
@@ -302,9 +303,14 @@ PENDULUM = sac.Config(
 
 
 @pytest.mark.slow
-def test_pendulum_learns():
+def test_pendulum_learns(seeds):
     env, env_params = envs.make("Pendulum-v1")
     hyper = sac.Hyper(actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
-    result = rl.train(sac.make(PENDULUM, env, env_params), hyper, seeds=[0, 1])
+    result = rl.train(sac.make(PENDULUM, env, env_params), hyper, seeds=seeds(0, 1))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], 0.05)
-    assert np.all(final >= -250), final
+    # The mean of the 2 seeds. Right answer: both learn, about -150 (seeds 0, 1, 1000, 1001, 2000,
+    # 2001 ended between -165 and -131). Wrong answer: one seed stays where an untrained policy
+    # is (about -1240: the first 5% of updates of TD3's run), which pulls the mean to -690. The
+    # bound -400 is about halfway. (TD3 at these settings has a seed that ends at -378: see
+    # tests/test_td3.py; a bound of -250 on every seed would be tuned to SAC's seeds.)
+    assert final.mean() >= -400, final

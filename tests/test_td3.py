@@ -19,14 +19,9 @@ from rl import replay, stats
 from rl.errors import ConfigError
 
 
-
-@pytest.fixture(autouse=True)
-def _haiku_init_needs_rank_promotion():
-    # haiku's Orthogonal initializer multiplies (n, m) by (m,), which the strict mode (set
-    # globally by another test module) rejects; leaf functions and `update` are checked
-    # under "raise" below.
-    with jax.numpy_rank_promotion("allow"):
-        yield
+# haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
+# `update` are checked under "raise" below.
+pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 
 
 class Strict(parameterized.TestCase):
@@ -48,7 +43,7 @@ class BoxActions(envs.Wrapper):
         return self._env.step(key, state, jnp.int32(0), params)
 
 
-def _train(env_id, config=PROBE, hyper=td3.Hyper(), seeds=(0, 1), module=td3, wrap=None):
+def _train(env_id, seeds, config=PROBE, hyper=td3.Hyper(), module=td3, wrap=None):
     """Train on `seeds` with the runner; returns (static, per-seed params list)."""
     env, env_params = envs.make(env_id)
     env = env if wrap is None else wrap(env)
@@ -169,36 +164,41 @@ def test_update_traces_under_strict_rank_promotion(module):
 # ---------------------------------------------------------------- probes
 
 
-def test_probe_continuous_action_policy_tracks_the_observation():
+def _critic_and_policy(static, p):
+    """The (critic, policy) pair that `assert_tracks_the_observation` checks, for params `p`."""
+    return (lambda obs, action: static.critic.apply(p.critic, obs, action),
+            lambda obs: td3.act(static, p, obs, None))
+
+
+def test_probe_continuous_action_policy_tracks_the_observation(seeds, assert_tracks_the_observation):
     # r = -(a - obs)^2, one step, terminated: Q(s, a) = -(a - obs)^2 exactly (bootstrap zeroed)
-    # and mu(obs) = obs.
-    static, params = _train("Probe-ContinuousAction-v0", hyper=td3.Hyper(actor_lr=3e-3, critic_lr=3e-3))
-    obs = jnp.linspace(-0.8, 0.8, 9)[:, None]
+    # and mu(obs) = obs; the tolerances and the wrong answers they exclude are in
+    # tests/conftest.py (_assert_tracks_the_observation).
+    hyper = td3.Hyper(actor_lr=3e-3, critic_lr=3e-3)
+    static, params = _train("Probe-ContinuousAction-v0", seeds(0, 1), hyper=hyper)
     for p in params:
-        np.testing.assert_allclose(td3.act(static, p, obs, None), obs, atol=0.1)
-        other = jnp.clip(obs + 0.5, -1.0, 1.0)
-        q = static.critic.apply(p.critic, obs, other)
-        np.testing.assert_allclose(q, np.broadcast_to(-np.square(other - obs)[:, 0], q.shape), atol=0.05)
+        assert_tracks_the_observation(*_critic_and_policy(static, p))  # both twin critics
     for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
         assert not np.allclose(a, b)  # two seeds share no parameters
 
 
-def test_probe_continuous_action_ddpg():
-    static, params = _train("Probe-ContinuousAction-v0", hyper=ddpg.Hyper(actor_lr=3e-3, critic_lr=3e-3),
-                            module=ddpg, seeds=(0,))
-    obs = jnp.linspace(-0.8, 0.8, 9)[:, None]
-    np.testing.assert_allclose(td3.act(static, params[0], obs, None), obs, atol=0.1)
+def test_probe_continuous_action_ddpg(seeds, assert_tracks_the_observation):
+    hyper = ddpg.Hyper(actor_lr=3e-3, critic_lr=3e-3)
+    static, params = _train("Probe-ContinuousAction-v0", seeds(0), hyper=hyper, module=ddpg)
+    assert_tracks_the_observation(*_critic_and_policy(static, params[0]))  # the single critic
 
 
-def test_probe_truncation_bootstraps_from_the_final_observation():
+def test_probe_truncation_bootstraps_from_the_final_observation(seeds):
     # r = +1 forever (the Box action is ignored), cut by a time limit every 5 steps:
-    # Q = 1 / (1 - gamma) = 10 only if truncation bootstraps; termination would give <= 4.1.
+    # Q = 1 / (1 - gamma) = 10 only if truncation bootstraps. Wrong answer: termination gives at
+    # most 1 + .9 + ... + .9^4 = 4.1 (the fixed point 1 + .9 * 4/5 * Q is 3.6). Margin: half the
+    # gap of 5.9, 2.9.
     config = dict(PROBE, total_timesteps=4 * 2_000)
-    static, params = _train("Probe-Truncation-v0", config, td3.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1),
-                            wrap=BoxActions)
+    static, params = _train("Probe-Truncation-v0", seeds(0, 1), config,
+                            td3.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1), wrap=BoxActions)
     actions = jnp.linspace(-1.0, 1.0, 5)[:, None]
     for p in params:
-        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((5, 1)), actions), 10.0, rtol=0.05)
+        np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((5, 1)), actions), 10.0, atol=2.9)
 
 
 # ---------------------------------------------------------------- bad input
@@ -237,9 +237,14 @@ PENDULUM = td3.Config(
 
 
 @pytest.mark.slow
-def test_pendulum_learns():
+def test_pendulum_learns(seeds):
     env, env_params = envs.make("Pendulum-v1")
     hyper = td3.Hyper(actor_lr=1e-3, critic_lr=1e-3, gamma=0.98)
-    result = rl.train(td3.make(PENDULUM, env, env_params), hyper, seeds=[0, 1])
+    result = rl.train(td3.make(PENDULUM, env, env_params), hyper, seeds=seeds(0, 1))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], 0.05)
-    assert np.all(final >= -250), final
+    # The mean of the 2 seeds. Right answer: both learn, about -160. Wrong answer: one seed stays at
+    # the random policy's return (-1245 and -1229 over the first 5% of updates of seeds 2000 and
+    # 2001), which pulls the mean to -690 or lower. The bound -400 is about halfway. Not every seed
+    # beats -250: seed 2000 holds -150 to -190 from 60% to 85% of the budget, then ends at -378;
+    # seeds 0, 1, 1000, 1001 and 2001 end between -171 and -143.
+    assert final.mean() >= -400, final
