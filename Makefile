@@ -28,8 +28,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
+# PUREJAXRL=path/to/purejaxrl-checkout adds PureJaxRL's own ppo.py to the scale group
 bench: $(STAMP)
-	$(PY) -m experiments.benchmark
+	$(PY) -m experiments.benchmark $(if $(PUREJAXRL),--purejaxrl $(PUREJAXRL)) $(BENCH_ARGS)
 
 validate: $(STAMP)
 	$(PY) -m experiments.validate

@@ -3,10 +3,14 @@
 This is the shape of PureJaxRL's ``ppo.py`` (Lu et al., 2022): flax.linen
 actor-critic, environments vmapped by hand, everything in one nested ``train``
 closure jitted and vmapped over seeds (only the network init is mapped seed by
-seed: see ``train_seeds``). It treats ``terminated or truncated``
-as one ``done`` flag, as PureJaxRL does. ``experiments.benchmark`` times it
-next to the library's PPO at the same settings on the same machine; it is not
-used anywhere else.
+seed: see ``train_seeds``). It treats ``terminated or truncated`` as one
+``done`` flag, and keeps the episode statistics of PureJaxRL's LogWrapper
+(``log_step``), returning them at every step as its metrics, as PureJaxRL does.
+With the same config and keys it computes the same parameters as PureJaxRL's
+own ppo.py (bit for bit on a CPU; checked with ``--purejaxrl`` at 1 and 16
+seeds), so the benchmark can stand it in for PureJaxRL without a checkout.
+``experiments.benchmark`` times it next to the library's PPO at the same
+settings on the same machine; it is not used anywhere else.
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ CONFIG = dict(
 
 class ActorCritic(nn.Module):
     action_dim: Sequence[int]
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, x):
-        a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
-        a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(a))
+        act = nn.relu if self.activation == "relu" else nn.tanh
+        a = act(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+        a = act(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(a))
         logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=constant(0.0))(a)
-        c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
-        c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(c))
+        c = act(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+        c = act(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(c))
         value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))(c)
         return distrax.Categorical(logits=logits), jnp.squeeze(value, axis=-1)
 
@@ -51,8 +57,33 @@ class Transition(NamedTuple):
     reward: jnp.ndarray
     log_prob: jnp.ndarray
     obs: jnp.ndarray
-    returned: jnp.ndarray
-    ret: jnp.ndarray
+    info: dict
+
+
+class LogState(NamedTuple):
+    """PureJaxRL's LogWrapper statistics, one value per env."""
+
+    episode_returns: jnp.ndarray  # float32: return so far of the running episode
+    episode_lengths: jnp.ndarray  # int32
+    returned_episode_returns: jnp.ndarray  # float32: return of the last episode that ended
+    returned_episode_lengths: jnp.ndarray  # int32
+    timestep: jnp.ndarray  # int32: steps taken
+
+
+def log_step(log: LogState, reward, done, info):
+    """LogWrapper's update after one step, and the info it returns (PureJaxRL's per-step metrics)."""
+    new_return, new_length = log.episode_returns + reward, log.episode_lengths + 1
+    log = LogState(
+        episode_returns=new_return * (1 - done),
+        episode_lengths=new_length * (1 - done),
+        returned_episode_returns=log.returned_episode_returns * (1 - done) + new_return * done,
+        returned_episode_lengths=log.returned_episode_lengths * (1 - done) + new_length * done,
+        timestep=log.timestep + 1,
+    )
+    info = {"discount": info["discount"], "returned_episode_returns": log.returned_episode_returns,
+            "returned_episode_lengths": log.returned_episode_lengths, "timestep": log.timestep,
+            "returned_episode": done}
+    return log, info
 
 
 def make_train(config):
@@ -64,7 +95,7 @@ def make_train(config):
         frac = 1.0 - (count // (config["NUM_MINIBATCHES"] * config["UPDATE_EPOCHS"])) / num_updates
         return config["LR"] * frac
 
-    network = ActorCritic(env.action_space(env_params).n)
+    network = ActorCritic(env.action_space(env_params).n, activation=config.get("ACTIVATION", "tanh"))
 
     def init(rng):
         _, _rng = jax.random.split(rng)
@@ -80,11 +111,13 @@ def make_train(config):
         rng, _rng = jax.random.split(rng)
         obsv, env_state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(_rng, config["NUM_ENVS"]), env_params)
-        ep_ret = jnp.zeros(config["NUM_ENVS"])
+        zeros = jnp.zeros(config["NUM_ENVS"])
+        ints = jnp.zeros(config["NUM_ENVS"], jnp.int32)
+        log = LogState(zeros, ints, zeros, ints, ints)
 
         def _update_step(runner_state, unused):
             def _env_step(runner_state, unused):
-                train_state, env_state, last_obs, ep_ret, rng = runner_state
+                train_state, env_state, last_obs, log, rng = runner_state
                 rng, _rng = jax.random.split(rng)
                 pi, value = network.apply(train_state.params, last_obs)
                 action = pi.sample(seed=_rng)
@@ -94,13 +127,12 @@ def make_train(config):
                     env.step, in_axes=(0, 0, 0, None))(
                     jax.random.split(_rng, config["NUM_ENVS"]), env_state, action, env_params)
                 done = jnp.logical_or(term, trunc)
-                new_ret = ep_ret + reward
-                transition = Transition(done, action, value, reward, log_prob, last_obs, done, new_ret)
-                ep_ret = new_ret * (1 - done)
-                return (train_state, env_state, obsv, ep_ret, rng), transition
+                log, info = log_step(log, reward, done, info)
+                transition = Transition(done, action, value, reward, log_prob, last_obs, info)
+                return (train_state, env_state, obsv, log, rng), transition
 
             runner_state, traj_batch = jax.lax.scan(_env_step, runner_state, None, config["NUM_STEPS"])
-            train_state, env_state, last_obs, ep_ret, rng = runner_state
+            train_state, env_state, last_obs, log, rng = runner_state
             _, last_val = network.apply(train_state.params, last_obs)
 
             def _calculate_gae(traj_batch, last_val):
@@ -155,12 +187,10 @@ def make_train(config):
             update_state = (train_state, traj_batch, advantages, targets, rng)
             update_state, _ = jax.lax.scan(_update_epoch, update_state, None, config["UPDATE_EPOCHS"])
             train_state, rng = update_state[0], update_state[-1]
-            done = traj_batch.returned
-            metric = jnp.sum(traj_batch.ret * done) / jnp.maximum(jnp.sum(done), 1)
-            return (train_state, env_state, last_obs, ep_ret, rng), metric
+            return (train_state, env_state, last_obs, log, rng), traj_batch.info
 
         rng, _rng = jax.random.split(rng)
-        runner_state = (train_state, env_state, obsv, ep_ret, _rng)
+        runner_state = (train_state, env_state, obsv, log, _rng)
         runner_state, metric = jax.lax.scan(_update_step, runner_state, None, num_updates)
         return {"runner_state": runner_state, "metrics": metric}
 
