@@ -13,8 +13,9 @@ leading axis, and
   is already running on the devices.
 
 Every update also reports ``nonfinite`` (int32 0/1): whether a NaN or inf
-appeared in the run's parameters, optimizer state or any ``*loss*``/``*grad*``
-metric. Training stops at the end of the chunk where it first appears (status
+appeared in any ``*loss*``/``*grad*`` metric (or, for an agent without such
+metrics, in its parameters or optimizer state); the parameters and optimizer
+state are also checked once at the end of every chunk. Training stops at the end of the chunk where it first appears (status
 ``"diverged"``, see ``TrainResult.divergence``). With an
 ``rl.checkpoint.Checkpointer`` the carry is saved every K chunks and at the
 end (the chunk pipeline pauses only where a save is due), ``resume=True``
@@ -111,16 +112,18 @@ class TrainResult:
     algo: Algorithm | None = None  # the algorithm that was trained
     seeds: list[int] | None = None  # the seed of every run (set by ``train``)
 
-    def save(self, run_dir: Any, env: str, *, seeds: Sequence[int] | None = None) -> Any:
+    def save(self, run_dir: Any, env: str, *, seeds: Sequence[int] | None = None,
+             per_seed_metrics: str = "auto") -> Any:
         """Write this result as a run folder that ``agents.load`` and ``experiments.evaluate`` read.
 
         ``env`` is the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with (it is
         stored in ``config.json``, and ``envs.make(env)`` must build that env again); ``seeds``
-        is needed only for a result of ``run_batch``. See :func:`rl.runs.save_run`.
+        is needed only for a result of ``run_batch``; ``per_seed_metrics`` (``"auto"``, ``"csv"``,
+        ``"parquet"``, ``"none"``) picks the per-seed metric files. See :func:`rl.runs.save_run`.
         """
         from rl.runs import save_run  # lazy: plotting and checkpoint backends
 
-        return save_run(self, run_dir, env, seeds=seeds)
+        return save_run(self, run_dir, env, seeds=seeds, per_seed_metrics=per_seed_metrics)
 
     @property
     def num_runs(self) -> int:
@@ -193,6 +196,11 @@ def check_divisible(num_runs: int, mesh: jax.sharding.Mesh, what: str = "num_see
         )
 
 
+def init_sequentially(mesh: jax.sharding.Mesh) -> bool:
+    """Initialise a device's runs one after another (``lax.map``) only on CPU devices (see ``_sharded``)."""
+    return any(d.platform == "cpu" for d in mesh.devices.flat)
+
+
 def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False) -> Callable:
     """``jit(shard_map(vmap(fn)))`` with every input and output split on runs.
 
@@ -201,8 +209,11 @@ def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False) -> Call
     become one *batched* LAPACK QR, which jaxlib's CPU backend fans out over
     the same thread pool the devices run on; with several (forced) host
     devices every worker can end up waiting on the others and the process
-    deadlocks (seen with jax 0.10.2). Init runs once and is cheap, so running
-    the runs one after another costs nothing that matters.
+    deadlocks (seen with jax 0.10.2; a single CPU device with 16 vmapped
+    seeds hung the same way on 2 cores). On the CPU, init is cheap next to
+    training, so running the runs one after another costs little; on a GPU
+    or TPU a sequential init of thousands of runs is not cheap, and nothing
+    there deadlocks, so it is vmapped (:func:`init_sequentially`).
     """
     spec = P(RUN_AXIS)
     per_device = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if sequential else jax.vmap(fn)
@@ -223,27 +234,43 @@ def _named_fields(tree: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def nonfinite(state: State, metrics: Metrics) -> chex.Array:
-    """int32[] 1 if a NaN or inf is in what diverges first, else 0 (one run, one update).
-
-    Watched: every state field whose name contains ``params`` or ``opt_state``
-    (parameters, target parameters, optimizer moments: a NaN gradient reaches
-    them within the update), or the whole state when there is no such field;
-    and every metric whose name contains ``loss`` or ``grad``. Env states and
-    replay buffers are not watched (they may hold infinities legitimately).
-    """
-    watched = [v for name, v in _named_fields(state) if "params" in name or "opt_state" in name]
-    if not watched:
-        watched = [state]
-    if isinstance(metrics, dict):
-        watched += [v for name, v in metrics.items() if "loss" in name or "grad" in name]
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(watched)]
-    floats = [x.ravel() for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+def _any_nonfinite(tree: Any) -> chex.Array:
+    """int32[] 1 if any floating leaf of ``tree`` holds a NaN or inf."""
+    floats = [jnp.asarray(x).ravel() for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
     if not floats:
         return jnp.int32(0)
     # one concatenated reduction, not one per leaf: on CPU each separate reduction is a kernel
-    # launch per update, and those launches cost PPO CartPole about 5% of its steps/s at 1 seed
+    # launch, and per-update launches cost PPO CartPole about 5% of its steps/s at 1 seed
     return jnp.any(~jnp.isfinite(jnp.concatenate(floats))).astype(jnp.int32)
+
+
+def _watched_metrics(metrics: Metrics) -> list[Any]:
+    """The metrics that go non-finite first: every one whose name contains ``loss`` or ``grad``."""
+    if not isinstance(metrics, dict):
+        return []
+    return [v for name, v in metrics.items() if "loss" in name or "grad" in name]
+
+
+def watched_state(state: State) -> Any:
+    """State fields whose name contains ``params`` or ``opt_state`` (the whole state if none)."""
+    watched = [v for name, v in _named_fields(state) if "params" in name or "opt_state" in name]
+    return watched or [state]
+
+
+def nonfinite(state: State, metrics: Metrics) -> chex.Array:
+    """int32[] 1 if a NaN or inf is in what diverges first, else 0 (one run, one update).
+
+    Watched every update: each metric whose name contains ``loss`` or ``grad`` (scalars the
+    update computed anyway). A NaN gradient makes the global gradient norm NaN in the same
+    update, and NaN or inf parameters make the next update's loss non-finite. Only an agent
+    that reports no such metric has its state watched every update: the fields named
+    ``params`` or ``opt_state`` (or the whole state); env states and replay buffers may hold
+    infinities legitimately. (Reading every parameter and optimizer moment each update cost
+    PureJaxRL-sized PPO at 2048 seeds about 700 MB of memory traffic per update; the runner
+    checks the state once per chunk instead, see ``_scan_updates``.)
+    """
+    scalars = _watched_metrics(metrics)
+    return _any_nonfinite(scalars if scalars else watched_state(state))
 
 
 def _scan_updates(algo: Algorithm, length: int) -> Callable:
@@ -254,7 +281,13 @@ def _scan_updates(algo: Algorithm, length: int) -> Callable:
                 metrics = {**metrics, NONFINITE: nonfinite(s, metrics)}
             return s, metrics
 
-        return jax.lax.scan(body, state, None, length=length)
+        state, metrics = jax.lax.scan(body, state, None, length=length)
+        if isinstance(metrics, dict) and _watched_metrics(metrics):
+            # the state was not read every update: read it once, at the chunk's end, so a NaN
+            # that reached parameters but no loss yet is flagged at the chunk's last update
+            flags = metrics[NONFINITE]
+            metrics = {**metrics, NONFINITE: flags.at[-1].max(_any_nonfinite(watched_state(state)))}
+        return state, metrics
 
     return chunk
 
@@ -276,8 +309,16 @@ def broadcast_hyper(hyper: Hyper, n: int) -> Hyper:
 
 
 def seed_keys(seeds: Sequence[int]) -> chex.Array:
-    """One independent typed PRNG key per seed: ``jax.random.key(seed)``."""
-    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+    """One independent typed PRNG key per seed: ``jax.random.key(seed)``.
+
+    Made in one vmapped call, bit-identical to the keys made one by one (tested): a Python
+    loop dispatches one small computation per seed, which took 21 s for 2048 seeds on 2 busy
+    CPU cores against 0.2 s vmapped. Seeds outside int32 fall back to the loop.
+    """
+    values = [int(s) for s in seeds]
+    if values and all(-(2**31) <= v < 2**31 for v in values):
+        return jax.vmap(jax.random.key)(jnp.asarray(np.asarray(values, np.int32)))
+    return jnp.stack([jax.random.key(v) for v in values])
 
 
 def run_batch(
@@ -330,7 +371,7 @@ def run_batch(
     if resume and checkpointer is None:
         raise ValueError("resume=True needs a checkpointer to read the checkpoint from")
 
-    init_fn = _sharded(algo.init, mesh, donate=False, sequential=True)
+    init_fn = _sharded(algo.init, mesh, donate=False, sequential=init_sequentially(mesh))
     compile_seconds = 0.0
     t0 = time.perf_counter()
     if resume:

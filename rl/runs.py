@@ -7,10 +7,26 @@
     result.save("runs/my-ppo", env="CartPole-v1")     # or env="my_envs:MyEnv"
     policy = agents.load("runs/my-ppo")               # python -m experiments.evaluate runs/my-ppo
 
-The folder holds what the CLI writes (``config.json``, ``metrics.csv``,
-``metrics.jsonl``, ``tensorboard/``, ``curve.png``, ``params.npz``,
+The folder holds what the CLI writes (``config.json``, ``metrics_over_seeds.csv``,
+per-seed metrics, ``tensorboard/``, ``curve.png``, ``params.npz`` for a few seeds,
 ``checkpoints/`` with the final training carry, ``summary.json``), so
-``agents.load`` and ``experiments.evaluate`` read it like any other. ``env``
+``agents.load`` and ``experiments.evaluate`` read it like any other.
+
+Many seeds. What grows with seeds x updates is written compactly or not at all
+(:func:`per_seed_format`, :func:`metric_sinks`):
+
+* ``metrics_over_seeds.csv`` (always): per update and metric, statistics over
+  the seeds (count, mean, IQM, min, 5/25/50/75/95% quantiles, max; see
+  :mod:`rl.aggregate`); it grows with the updates only;
+* per-seed rows: with at most :data:`FEW_SEEDS` seeds, ``metrics.csv`` and
+  ``metrics.jsonl`` as always; with more, one ``metrics.parquet`` (float32
+  columns, zstd; :mod:`rl.columnar`): 2.3 MB for 512 seeds x 400 small PPO
+  updates (so about 9 MB for 2048), where at 2048 seeds CSV and JSON lines
+  took 824 MB;
+* ``params.npz`` only up to :data:`FEW_SEEDS` seeds (at 2048 seeds it was
+  72 MB): the final parameters of every seed are in the final checkpoint,
+  which ``agents.load`` (``.all_params``) and ``experiments.evaluate`` read in
+  any case; ``summary.json["params"]`` says where they are. ``env``
 must build the env the algorithm was trained on, with ``envs.make(env)``
 (its default parameters); it is stored in ``config.json`` and built again
 when the folder is loaded. A folder holds one hyperparameter setting: a result
@@ -24,6 +40,7 @@ shared with ``experiments.train``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,9 +52,26 @@ import numpy as np
 
 from rl import stats
 
-__all__ = ["FINAL_FRACTION", "describe_final_return", "final_return_summary", "save_run"]
+__all__ = [
+    "FEW_SEEDS",
+    "FINAL_FRACTION",
+    "PER_SEED_FORMATS",
+    "describe_final_return",
+    "final_return_summary",
+    "metric_sinks",
+    "per_seed_format",
+    "save_run",
+    "writes_params_npz",
+]
 
 FINAL_FRACTION = 0.05  # final return: the episodes completed in the last 5% of updates
+# Up to this many seeds a run folder keeps per-seed detail by default: metrics.csv and
+# metrics.jsonl rows, params.npz, and every seed's final return in the terminal.
+FEW_SEEDS = 32
+# --per-seed-metrics: "auto" is "csv" up to FEW_SEEDS seeds, else "parquet".
+PER_SEED_FORMATS = ("auto", "csv", "parquet", "none")
+AGGREGATE_FILE, CSV_FILE, JSONL_FILE, PARQUET_FILE = (
+    "metrics_over_seeds.csv", "metrics.csv", "metrics.jsonl", "metrics.parquet")
 SAVED_BY = "rl.TrainResult.save"
 
 _UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
@@ -45,7 +79,8 @@ os.umask(_UMASK)
 
 
 def final_return_summary(
-    episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION
+    episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The final-return fields of ``summary.json`` for ``[N, U]`` per-update metrics.
 
@@ -53,8 +88,11 @@ def final_return_summary(
     ``final_return_mean`` over the seeds that have one, and ``final_return_ci95``: the 95%
     bootstrap interval over those seeds, or None when they are fewer than
     :data:`rl.stats.MIN_RUNS_FOR_CI`; then ``final_return_range`` gives ``[min, max]`` and
-    ``final_return_ci95_note`` says why there is no interval.
+    ``final_return_ci95_note`` says why there is no interval. With ``seeds`` (one per run), also
+    the spread over seeds of :func:`rl.aggregate.seed_summary`: IQM, quantiles, the worst seeds.
     """
+    from rl import aggregate
+
     final = stats.final_return(episode_return, episodes, fraction=fraction)
     valid = final[np.isfinite(final)]
     out: dict[str, Any] = {
@@ -62,6 +100,8 @@ def final_return_summary(
         "final_return_ci95": None,
         "final_return_per_seed": [float(x) if np.isfinite(x) else None for x in final],
     }
+    if seeds is not None:
+        out.update(aggregate.seed_summary(final, seeds))
     if not valid.size:
         return out
     note = stats.too_few_for_ci(int(valid.size))
@@ -85,6 +125,65 @@ def describe_final_return(summary: dict[str, Any]) -> str:
     over = f"{scored} seed" + ("s" if scored != 1 else "")
     return (f"final return {mean:.2f} (range {low:.2f} .. {high:.2f} over {over}; too few seeds for a "
             f"95% CI, use {stats.MIN_RUNS_FOR_CI} or more)")
+
+
+def per_seed_format(requested: str, num_seeds: int) -> str:
+    """The per-seed metric files of a run: ``"csv"``, ``"parquet"`` or ``"none"``.
+
+    ``"auto"`` keeps ``metrics.csv`` and ``metrics.jsonl`` up to :data:`FEW_SEEDS` seeds and
+    writes one ``metrics.parquet`` for more; the others are taken as they are.
+    """
+    if requested not in PER_SEED_FORMATS:
+        raise ValueError(f"per_seed_metrics must be one of {', '.join(PER_SEED_FORMATS)}, not {requested!r}")
+    if requested == "auto":
+        return "csv" if num_seeds <= FEW_SEEDS else "parquet"
+    return requested
+
+
+def writes_params_npz(num_seeds: int) -> bool:
+    """Whether a run folder gets ``params.npz``: up to :data:`FEW_SEEDS` seeds.
+
+    With more, the final checkpoint holds every seed's parameters (``agents.load`` reads them
+    there; so does ``experiments.evaluate``), and a second copy would dominate the folder.
+    """
+    return num_seeds <= FEW_SEEDS
+
+
+def metric_sinks(run_dir: str | os.PathLike[str], run_labels: Sequence[dict[str, Any]], per_seed: str,
+                 steps_per_update: int, resume_from_update: int | None = None) -> Any:
+    """The metric sinks of a run folder, as one ``rl.sinks.MultiSink``.
+
+    ``metrics_over_seeds.csv`` and ``tensorboard/`` always; the per-seed files of ``per_seed``
+    (``"csv"``: metrics.csv and metrics.jsonl, ``"parquet"``: metrics.parquet, ``"none"``). Every
+    sink writes synchronously: a chunk's rows are on disk before the checkpoint that covers
+    them is saved, and a failed write raises ``OSError`` in the training loop. Their work per
+    chunk is vectorised over seeds, and Python-level work grows with the updates only, except
+    for the per-seed CSV and JSON lines (hence their limit to few seeds by default).
+    ``resume_from_update``: continue a resumed run's files (see each sink).
+    """
+    from rl.aggregate import AggregateCsvSink
+    from rl.columnar import ParquetSink
+    from rl.sinks import CsvSink, JsonlSink, MultiSink, TensorBoardSink
+
+    run_dir = Path(run_dir)
+    resume = resume_from_update is not None
+    sinks: list[Any] = []
+    try:
+        sinks.append(AggregateCsvSink(run_dir / AGGREGATE_FILE, resume_from_update=resume_from_update))
+        if per_seed == "csv":
+            sinks.append(CsvSink(run_dir / CSV_FILE, run_labels, resume=resume))
+            sinks.append(JsonlSink(run_dir / JSONL_FILE, run_labels, resume=resume))
+        elif per_seed == "parquet":
+            sinks.append(ParquetSink(run_dir / PARQUET_FILE, run_labels, resume_from_update=resume_from_update))
+        elif per_seed != "none":
+            raise ValueError(f"per_seed must be 'csv', 'parquet' or 'none', not {per_seed!r}")
+        sinks.append(TensorBoardSink(run_dir / "tensorboard", run_labels, resume_from_update=resume_from_update,
+                                     steps_per_update=steps_per_update))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first failure is the one to report
+            MultiSink(sinks).close()
+        raise
+    return MultiSink(sinks)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
@@ -161,7 +260,8 @@ def _check_env(env: str, algo: Any, params: Any) -> None:
                          "the env id or spec the algorithm was made with") from None
 
 
-def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: Sequence[int] | None = None) -> Path:
+def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: Sequence[int] | None = None,
+             per_seed_metrics: str = "auto") -> Path:
     """Write ``result`` (an ``rl.TrainResult``) as a run folder; returns its path.
 
     Args:
@@ -170,6 +270,8 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
       env: the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with.
       seeds: the seed of each run; only needed for a result of ``run_batch`` (``rl.train``
         records them).
+      per_seed_metrics: the per-seed metric files (:func:`per_seed_format`): ``"auto"``,
+        ``"csv"``, ``"parquet"`` or ``"none"``.
 
     Raises:
       ValueError: the folder is not empty, the result has no updates or several hyperparameter
@@ -179,7 +281,6 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
 
     from rl import plots
     from rl.checkpoint import Checkpointer
-    from rl.sinks import CsvSink, JsonlSink, MultiSink, TensorBoardSink
 
     algo = result.algo
     if algo is None:
@@ -192,6 +293,7 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
         raise ValueError(f"the runs' seeds {seeds} repeat: this result trained several hyperparameter settings; a "
                          "run folder holds one setting: train each with its own rl.train call, or use rl.sweep")
     hyper = _one_setting(result.hypers)
+    per_seed = per_seed_format(per_seed_metrics, len(seeds))
     if not result.metrics or result.num_updates == 0:
         raise ValueError("this result has no updates to save")
     _check_env(env, algo, result.params)
@@ -204,13 +306,12 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
     devices = [] if sharding is None else sorted(sharding.device_set, key=lambda d: d.id)
     _write_json(run_dir / "config.json", {
         "agent": algo.name, "env": env, "preset": None, "preset_file": None, "seeds": seeds,
-        "num_chunks": result.num_chunks, "checkpoint_every": 0, "keep_checkpoints": 1,
+        "num_chunks": result.num_chunks, "checkpoint_every": 0, "keep_checkpoints": 1, "per_seed_metrics": per_seed,
         "config": _jsonable(dataclasses.asdict(algo.config)), "hyper": hyper,
         "jax_version": jax.__version__, "devices": [str(d) for d in devices], "saved_by": SAVED_BY,
     })
     labels = [{"seed": s} for s in seeds]
-    sink = MultiSink([CsvSink(run_dir / "metrics.csv", labels), JsonlSink(run_dir / "metrics.jsonl", labels),
-                      TensorBoardSink(run_dir / "tensorboard", labels, steps_per_update=algo.steps_per_update)])
+    sink = metric_sinks(run_dir, labels, per_seed, algo.steps_per_update)
     try:
         sink.write(result.metrics, 0, algo.steps_per_update)
     finally:
@@ -220,7 +321,8 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
         env_steps = (np.arange(ret.shape[1]) + 1) * algo.steps_per_update
         plots.plot_learning_curve(run_dir / "curve.png", env_steps, ret, count,
                                   title=f"{algo.name} on {env} ({len(seeds)} seeds)")
-    _save_params(run_dir / "params.npz", result.params)
+    if writes_params_npz(len(seeds)):
+        _save_params(run_dir / "params.npz", result.params)
     with Checkpointer(run_dir / "checkpoints", every=0, max_to_keep=1, asynchronous=False) as checkpointer:
         checkpointer.save(result.state, update=result.num_updates, chunk=result.num_chunks, metrics=result.metrics,
                           meta={"num_runs": result.num_runs, "num_updates": algo.num_updates,
@@ -231,7 +333,8 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
         "status": result.status, "num_updates": result.num_updates, "total_timesteps": result.env_steps_per_run,
     }
     if ret is not None and count is not None:
-        summary.update(final_return_summary(ret, count))
+        summary.update(final_return_summary(ret, count, seeds=seeds))
+    summary["params"] = "params.npz" if writes_params_npz(len(seeds)) else f"checkpoints/{result.num_updates}"
     summary.update({
         "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
         "env_steps_per_second": result.env_steps_per_second, "num_chunks": result.num_chunks,

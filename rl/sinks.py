@@ -15,17 +15,22 @@ flushed and fsynced after every chunk, so a crash loses nothing already written.
 ``resume=True`` they are appended to without a second header; rows of updates after the last
 checkpoint may then appear twice, and readers should keep the last row per (run, update).
 
-:class:`TensorBoardSink` imports tensorboardX lazily, so the other sinks work without it.
+:class:`TensorBoardSink` imports tensorboardX lazily, so the other sinks work without it. It writes
+its event file in the calling thread (not tensorboardX's background writer thread), so a failed
+write (full disk, file size limit) raises an ``OSError`` in the training loop like any other sink,
+instead of killing a thread and leaving the loop blocked on its queue.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self, runtime_checkable
@@ -197,6 +202,17 @@ def _json_column(column: np.ndarray) -> list[Any]:
     return values
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` from a write the path it was writing (a failed ``write`` names none)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+
+
 def _sync(file: IO[str]) -> None:
     """Push written data through Python's and the OS's buffers to disk."""
     file.flush()
@@ -260,15 +276,20 @@ class CsvSink(_ClosingSink):
         columns = list(table)
         self._check_columns(columns)
         frame = pd.DataFrame(table, columns=columns)
-        frame.to_csv(self._file, header=self._columns is None, index=False, lineterminator="\n", na_rep="")
-        self._columns = columns
-        _sync(self._file)
+        with _naming(self.path):
+            frame.to_csv(self._file, header=self._columns is None, index=False, lineterminator="\n", na_rep="")
+            self._columns = columns
+            _sync(self._file)
 
     def close(self) -> None:
-        """Sync and close the file (idempotent)."""
+        """Sync and close the file (idempotent; closed even when the sync fails)."""
         if not self._file.closed:
-            _sync(self._file)
-            self._file.close()
+            try:
+                with _naming(self.path):
+                    _sync(self._file)
+            finally:
+                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
+                    self._file.close()
 
 
 class JsonlSink(_ClosingSink):
@@ -287,14 +308,19 @@ class JsonlSink(_ClosingSink):
         columns = [_json_column(column) for column in table.values()]
         encode = json.JSONEncoder(allow_nan=False).encode
         lines = [encode(dict(zip(keys, row, strict=True))) + "\n" for row in zip(*columns)]
-        self._file.writelines(lines)
-        _sync(self._file)
+        with _naming(self.path):
+            self._file.writelines(lines)
+            _sync(self._file)
 
     def close(self) -> None:
-        """Sync and close the file (idempotent)."""
+        """Sync and close the file (idempotent; closed even when the sync fails)."""
         if not self._file.closed:
-            _sync(self._file)
-            self._file.close()
+            try:
+                with _naming(self.path):
+                    _sync(self._file)
+            finally:
+                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
+                    self._file.close()
 
 
 def _run_mean(values: np.ndarray) -> np.ndarray:
@@ -312,53 +338,94 @@ class TensorBoardSink(_ClosingSink):
     The global step is the number of environment steps per run, ``(update + 1) *
     steps_per_update``. Tags: ``<metric>/mean`` for every metric (per-episode metrics average only
     the runs that completed an episode in that update, and are skipped where none did), and
-    ``episode_return/run_<i>`` per run when there are at most 16 runs. The run labels are logged
-    once as text under ``run_labels``.
+    ``episode_return/run_<i>`` per run when there are at most 16 runs. With several runs, the
+    per-episode metrics also get their spread over runs (:func:`rl.aggregate.over_seeds`):
+    ``<metric>/iqm``, ``/median``, ``/q05``, ``/q25``, ``/q75``, ``/q95``, ``/min``, ``/max``. The
+    run labels are logged once as text under ``run_labels``.
 
     ``resume_from_update`` (a resumed run's first update) makes TensorBoard hide the points
-    that the interrupted run logged from that update on (tensorboardX's ``purge_step``), so a
-    curve resumed from a checkpoint has no doubled points after it.
+    that the interrupted run logged from that update on (a ``SessionLog.START`` event at the
+    purge step, as tensorboardX's ``purge_step`` writes), so a curve resumed from a checkpoint
+    has no doubled points after it.
+
+    Events are written synchronously with tensorboardX's ``EventsWriter`` (no writer thread), and
+    each chunk is flushed and fsynced: a failed write raises ``OSError`` here.
     """
 
     def __init__(self, logdir: str | os.PathLike[str], run_labels: Sequence[Labels],
                  resume_from_update: int | None = None, steps_per_update: int = 1) -> None:
-        from tensorboardX import SummaryWriter  # lazy: optional backend
+        from tensorboardX.event_file_writer import EventsWriter  # lazy: optional backend
 
         self.logdir = Path(logdir)
         self._run_labels = list(run_labels)
         _label_columns(self._run_labels)
         # update u is logged at step (u + 1) * steps_per_update: purge every step past the checkpoint
         purge = None if resume_from_update is None else resume_from_update * steps_per_update + 1
-        # tensorboardX names event files by the second and opens them "wb": a resumed writer gets
-        # a suffix of its own so it can never truncate the interrupted run's file
+        # event files are named by the second and opened "wb": a resumed writer gets a suffix of
+        # its own so it can never truncate the interrupted run's file
         suffix = "" if purge is None else f".resumed-at-{resume_from_update}-pid{os.getpid()}"
-        self._writer = SummaryWriter(logdir=str(self.logdir), purge_step=purge, filename_suffix=suffix)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = EventsWriter(str(self.logdir / "events"), suffix)
+        self._event_file = Path(getattr(self._writer, "_file_name", self.logdir))  # named in write errors
         self._closed = False
         if purge is None:
-            self._writer.add_text("run_labels", _labels_markdown(self._run_labels), global_step=0)
+            from tensorboardX.summary import text
+
+            self._add(text("run_labels", _labels_markdown(self._run_labels)), step=0)
+        else:
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+            self._writer.write_event(Event(step=purge, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+        self._writer.flush()
+
+    def _add(self, summary: Any, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        with _naming(self._event_file):
+            self._writer.write_event(Event(summary=summary, step=int(step), wall_time=time.time()))
 
     def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
-        """Log the chunk's per-update run means (and per-run returns for N <= 16), then flush."""
+        """Log the chunk's per-update run means and spreads (per-run returns for N <= 16), then flush."""
         num_updates = _check_chunk(metrics, len(self._run_labels), first_update, steps_per_update)
         steps = [(first_update + offset + 1) * steps_per_update for offset in range(num_updates)]
         masked = masked_metrics(metrics)
-        for name, values in masked.items():
-            self._add_curve(f"{name}/mean", _run_mean(values), steps)
-        if "episode_return" in masked and len(self._run_labels) <= MAX_RUNS_PER_RUN_CURVES:
-            for run, values in enumerate(masked["episode_return"]):
-                self._add_curve(f"episode_return/run_{run}", values, steps)
-        self._writer.flush()
+        curves = [(f"{name}/mean", _run_mean(values)) for name, values in masked.items()]
+        if len(self._run_labels) > 1:
+            from rl.aggregate import QUANTILE_TAGS, over_seeds  # lazy: rl.aggregate imports this module
 
-    def _add_curve(self, tag: str, values: np.ndarray, steps: Sequence[int]) -> None:
-        for value, step in zip(values.tolist(), steps, strict=True):
-            if not math.isnan(value):
-                self._writer.add_scalar(tag, value, global_step=step)
+            for name in PER_EPISODE_METRICS:
+                if name in masked:
+                    spread = over_seeds(masked[name])
+                    curves += [(f"{name}/{stat}", spread[stat]) for stat in QUANTILE_TAGS]
+        if "episode_return" in masked and len(self._run_labels) <= MAX_RUNS_PER_RUN_CURVES:
+            curves += [(f"episode_return/run_{run}", values) for run, values in enumerate(masked["episode_return"])]
+        self._add_curves(curves, steps)
+        with _naming(self._event_file):
+            self._writer.flush()  # flushes and fsyncs
+
+    def _add_curves(self, curves: Sequence[tuple[str, np.ndarray]], steps: Sequence[int]) -> None:
+        """One event per step holding every curve's value at that step (NaN values left out).
+
+        One record (and checksum) per update rather than per value: the work per chunk grows with
+        its updates, not with updates x tags.
+        """
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        tags = [tag for tag, _ in curves]
+        table = np.stack([np.asarray(values, dtype=np.float64) for _, values in curves], axis=1).tolist()  # [L, C]
+        for row, step in zip(table, steps, strict=True):
+            values = [Summary.Value(tag=tag, simple_value=value)
+                      for tag, value in zip(tags, row) if not math.isnan(value)]
+            if values:
+                self._add(Summary(value=values), step)
 
     def close(self) -> None:
         """Flush and close the event file (idempotent)."""
         if not self._closed:
-            self._writer.close()
             self._closed = True
+            with _naming(self._event_file):
+                self._writer.close()  # flush, fsync, close
 
 
 def _labels_markdown(run_labels: Sequence[Labels]) -> str:

@@ -438,3 +438,20 @@ def test_gif_of_an_env_gymnax_draws_and_a_clear_skip_otherwise(tmp_path):
     reason = evaluate_cli.render_gif(act, probe, probe_params, jax.random.key(0), tmp_path / "p.gif")
     assert reason.startswith("gymnax's visualizer cannot draw Probe-OneStep-v0")
     assert not (tmp_path / "p.gif").exists()
+
+
+def test_parameters_that_go_nonfinite_behind_finite_losses_are_caught_at_the_chunk_end():
+    # The state is read once per chunk, not every update (memory traffic at thousands of seeds):
+    # parameters that turn NaN while the reported loss stays finite are flagged at the last
+    # update of their chunk, and training stops there.
+    base = toy_algorithm(nan_at=5)
+
+    def update(state, hyper):
+        state, metrics = base.update(state, hyper)
+        return state, {**metrics, "loss": jnp.float32(1.0)}  # a loss blind to the parameters
+
+    algo, keys = base._replace(update=update), runner.seed_keys([0, 1])
+    result = runner.run_batch(algo, keys, toy_hyper(bad=(0.0, 1.0)), num_chunks=3, stop_on_divergence=True)
+    assert result.status == "diverged"
+    assert result.divergence == [runner.Divergence(run=1, update=7)]  # chunk [4, 8): its last update
+    assert result.metrics["nonfinite"][0].sum() == 0
