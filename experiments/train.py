@@ -378,7 +378,9 @@ def _claim_new_run_dir(agent_name: str, args: TrainArgs) -> FolderLock:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write: a crash leaves the old file or the new one, never half."""
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=_jsonable).encode()))
+    from rl.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=_jsonable).encode()))
 
 
 def _jsonable(x: Any) -> Any:
@@ -391,34 +393,11 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_params(path: Path, params: Any) -> None:
     """Save a (nested dict) parameter pytree as ``.npz`` keyed ``module/name``."""
-    import jax
+    from rl.runs import _save_params
 
-    flat = {
-        "/".join(str(getattr(k, "key", k)) for k in key_path): np.asarray(leaf)
-        for key_path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
-    }
-    _atomic_write(path, lambda f: np.savez(f, **flat))
+    _save_params(path, params)
 
 
 def prepare(agent_name: str, args: TrainArgs):

@@ -28,7 +28,6 @@ only (not seeds x updates): 400 updates of 12 metrics is about 0.5 MB whatever t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rl.sinks import _check_chunk, _ClosingSink, _naming, _open_for_rows, _sync, masked_metrics
+from rl.sinks import _check_chunk, _FileSink, _naming, _open_for_rows, _sync, masked_metrics
 
 __all__ = [
     "QUANTILES",
@@ -129,7 +128,7 @@ def chunk_rows(metrics: Mapping[str, np.ndarray], first_update: int, steps_per_u
     return rows
 
 
-class AggregateCsvSink(_ClosingSink):
+class AggregateCsvSink(_FileSink):
     """Writes ``metrics_over_seeds.csv``: per update and metric, statistics over the seeds.
 
     A :class:`rl.sinks.MetricSink`. Each chunk appends L x M rows (see :func:`chunk_rows`) and is
@@ -161,15 +160,6 @@ class AggregateCsvSink(_ClosingSink):
             self._has_header = True
             _sync(self._file)
 
-    def close(self) -> None:
-        """Sync and close the file (idempotent; closed even when the sync fails)."""
-        if not self._file.closed:
-            try:
-                with _naming(self.path):
-                    _sync(self._file)
-            finally:
-                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
-                    self._file.close()
 
 
 def _cut_after(path: Path, update: int) -> None:
@@ -177,7 +167,7 @@ def _cut_after(path: Path, update: int) -> None:
 
     Rewrites the file atomically, and only when something is cut.
     """
-    from rl.runs import _atomic_write
+    from rl.files import atomic_write
 
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
@@ -185,7 +175,7 @@ def _cut_after(path: Path, update: int) -> None:
     kept = lines[:1] + [line for line in lines[1:] if int(line.split(b",", 1)[0]) < update]
     if len(kept) == len(lines) and len(complete) == len(data):
         return
-    _atomic_write(path, lambda file: file.write(b"".join(line + b"\n" for line in kept)))
+    atomic_write(path, lambda file: file.write(b"".join(line + b"\n" for line in kept)))
 
 
 # ---------------------------------------------------------------------------------- final returns

@@ -14,13 +14,13 @@ rather than breaking the line, and the band is drawn over the same points.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from rl.files import atomic_write
 from rl.stats import BinnedCurve, learning_curve, too_few_for_ci
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ DPI = 120
 BAND_ALPHA = 0.25
 RAW_ALPHA = 0.35  # the unsmoothed mean under a smoothed one
 
-_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
-os.umask(_UMASK)
 
 
 class Curve(NamedTuple):
@@ -60,18 +58,7 @@ def _new_figure(title: str, xlabel: str, ylabel: str) -> Figure:
 
 def save_png_atomically(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Save `figure` as a PNG at `path` via a temporary file in the same directory; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: figure.savefig(file, format="png"))
 
 
 def _check_curve(label: str, curve: Curve) -> Curve:

@@ -44,13 +44,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from rl import stats
+from rl.files import atomic_write
 
 __all__ = [
     "FEW_SEEDS",
@@ -74,8 +74,6 @@ AGGREGATE_FILE, CSV_FILE, JSONL_FILE, PARQUET_FILE = (
     "metrics_over_seeds.csv", "metrics.csv", "metrics.jsonl", "metrics.parquet")
 SAVED_BY = "rl.TrainResult.save"
 
-_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
-os.umask(_UMASK)
 
 
 def final_return_summary(
@@ -186,23 +184,8 @@ def metric_sinks(run_dir: str | os.PathLike[str], run_labels: Sequence[dict[str,
     return MultiSink(sinks)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temporary file in the same folder (mode 0666 less the umask), then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def _save_params(path: Path, params: Any) -> None:
@@ -213,7 +196,7 @@ def _save_params(path: Path, params: Any) -> None:
         "/".join(str(getattr(k, "key", k)) for k in key_path): np.asarray(leaf)
         for key_path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
     }
-    _atomic_write(path, lambda f: np.savez(f, **flat))
+    atomic_write(path, lambda f: np.savez(f, **flat))
 
 
 def _one_setting(hypers: Any) -> dict[str, float]:

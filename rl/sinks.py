@@ -91,6 +91,23 @@ class _ClosingSink(abc.ABC):
         self.close()
 
 
+class _FileSink(_ClosingSink):
+    """A sink appending rows to one file ``self._file`` at ``self.path``."""
+
+    path: Path
+    _file: IO[str]
+
+    def close(self) -> None:
+        """Sync and close the file (idempotent; closed even when the sync fails)."""
+        if not self._file.closed:
+            try:
+                with _naming(self.path):
+                    _sync(self._file)
+            finally:
+                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
+                    self._file.close()
+
+
 def label_value(value: Any) -> Any:
     """A run label as a plain Python scalar, for CSV and JSON.
 
@@ -241,7 +258,7 @@ def _truncate_partial_line(path: Path) -> None:
             file.truncate(data.rfind(b"\n") + 1)
 
 
-class CsvSink(_ClosingSink):
+class CsvSink(_FileSink):
     """Writes one CSV row per (run, update); missing values are empty cells.
 
     The header (label columns, ``update``, ``env_steps``, metric names in the order of the first
@@ -281,18 +298,9 @@ class CsvSink(_ClosingSink):
             self._columns = columns
             _sync(self._file)
 
-    def close(self) -> None:
-        """Sync and close the file (idempotent; closed even when the sync fails)."""
-        if not self._file.closed:
-            try:
-                with _naming(self.path):
-                    _sync(self._file)
-            finally:
-                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
-                    self._file.close()
 
 
-class JsonlSink(_ClosingSink):
+class JsonlSink(_FileSink):
     """Writes one JSON object per line and per (run, update); missing values are ``null``."""
 
     def __init__(self, path: str | os.PathLike[str], run_labels: Sequence[Labels], resume: bool = False) -> None:
@@ -312,15 +320,6 @@ class JsonlSink(_ClosingSink):
             self._file.writelines(lines)
             _sync(self._file)
 
-    def close(self) -> None:
-        """Sync and close the file (idempotent; closed even when the sync fails)."""
-        if not self._file.closed:
-            try:
-                with _naming(self.path):
-                    _sync(self._file)
-            finally:
-                with contextlib.suppress(OSError):  # the buffered rest cannot be written either
-                    self._file.close()
 
 
 def _run_mean(values: np.ndarray) -> np.ndarray:
