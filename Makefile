@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Exact versions of every dependency, tested together (one universal lock: Python 3.11 and
 # 3.12+, Linux/macOS). pyproject.toml keeps compatible ranges for installs into your own env.
-LOCK := requirements/lock.txt
+LOCK := requirements.lock
 UV_VERSION := 0.13.9
 
 .PHONY: run test bench validate install lock clean
