@@ -78,17 +78,16 @@ class EpisodeResults(NamedTuple):
 
 def _env_for_eval(env: Any, env_params: Any) -> Any:
     """The single env as training stepped it: continuous actions clipped to the Box."""
-    import envs
+    from rl.evaluation import env_for_eval
 
-    if not envs.is_discrete(env.action_space(env_params)):
-        return envs.ClipAction(env)
-    return env
+    return env_for_eval(env, env_params)
 
 
 def default_max_steps(env_params: Any) -> int:
     """The env's own time limit when it has one, else 10,000 steps."""
-    limit = getattr(env_params, "max_steps_in_episode", None)
-    return int(limit) if limit is not None else 10_000
+    from rl.evaluation import default_max_steps as env_limit
+
+    return env_limit(env_params)
 
 
 def play_episodes(
@@ -107,39 +106,20 @@ def play_episodes(
     ``params``/``obs_stats``/``keys`` have a leading run axis R; ``policy`` is
     ``agents.Loaded.policy``. One jitted ``lax.while_loop`` steps all R * E
     envs until every episode has ended or ``max_steps`` steps were taken; an
-    env's first episode is the one counted (later ones are ignored).
+    env's first episode is the one counted (later ones are ignored): the
+    episode loop of the evaluation during training, ``rl.evaluation.play_episodes``.
     """
     import jax
-    import jax.numpy as jnp
 
-    import envs
+    from rl.evaluation import play_episodes as play
 
-    venv = envs.VecEnv(_env_for_eval(env, env_params), num_episodes)
+    eval_env = _env_for_eval(env, env_params)
 
     def one_run(params, obs_stats, key):
-        reset_key, key = jax.random.split(key)
-        obs, state = venv.reset(reset_key, env_params)
-        zeros = jnp.zeros((num_episodes,), jnp.float32)
-        carry = (jnp.int32(0), state, obs, key, zeros, jnp.zeros((num_episodes,), jnp.int32),
-                 jnp.zeros((num_episodes,), bool))
+        def act(obs, k):
+            return policy(params, obs_stats, obs, k, deterministic)
 
-        def cond(c):
-            t, *_, done = c
-            return (t < max_steps) & ~jnp.all(done)
-
-        def body(c):
-            t, state, obs, key, ret, length, done = c
-            key, act_key, step_key = jax.random.split(key, 3)
-            action = policy(params, obs_stats, obs, act_key, deterministic)
-            obs, state, reward, terminated, truncated, _ = venv.step(step_key, state, action, env_params)
-            active = ~done
-            ret = ret + jnp.where(active, reward.astype(jnp.float32), 0.0)
-            length = length + active.astype(jnp.int32)
-            done = done | terminated | truncated
-            return t + 1, state, obs, key, ret, length, done
-
-        _, _, _, _, ret, length, done = jax.lax.while_loop(cond, body, carry)
-        return ret, length, done
+        return play(act, eval_env, env_params, key, num_episodes, max_steps)
 
     ret, length, done = jax.jit(jax.vmap(one_run))(params, obs_stats, keys)
     return EpisodeResults(np.asarray(ret), np.asarray(length), np.asarray(done))

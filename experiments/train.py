@@ -13,7 +13,17 @@ per-seed metrics (``--per-seed-metrics``: metrics.csv and metrics.jsonl up to
 from the final checkpoint), checkpoints/ (the whole training
 state every ``--checkpoint-every`` chunks or ``--checkpoint-seconds``,
 whichever comes first, and at the end; see rl/checkpoint.py) and summary.json
-(``status``: running, completed, interrupted, diverged or failed).
+(``status``: running, completed, interrupted, diverged or failed; the final
+return of the training episodes and, beside it, ``final_eval_return``: the
+evaluation episodes played after the last update, see ``--eval-*`` and
+rl/evaluation.py).
+
+``--track`` also logs the TensorBoard curves and config.json to Weights & Biases
+(``pip install -e ".[wandb]"``; ``--wandb-project``, ``--wandb-entity``,
+``--wandb-group``, ``--wandb-name``, the name defaulting to the run folder's):
+wandb's local files go to RUN_DIR/wandb/ (or ``$WANDB_DIR``), ``WANDB_MODE=offline``
+keeps them there for a later ``wandb sync``, and ``--resume`` continues the same
+W&B run (its id is in RUN_DIR/wandb_run.json).
 
 Ctrl-C or SIGTERM lets the chunk in flight finish, saves a checkpoint, marks
 the run interrupted and prints the ``--resume`` command; ``--resume`` then
@@ -94,6 +104,24 @@ class RunArgs(TrainArgs[C, H]):
     """checkpoints kept in RUN_DIR/checkpoints (older ones are deleted)"""
     per_seed_metrics: Literal["auto", "csv", "parquet", "none"] = "auto"
     """per-seed, per-update metric rows: csv = metrics.csv and metrics.jsonl, parquet = one metrics.parquet (float32, zstd), none = only the statistics over seeds in metrics_over_seeds.csv and TensorBoard; auto = csv up to 32 seeds, else parquet"""
+    eval_every: int | None = None
+    """evaluation episodes after every N updates and after the last one, inside the jitted program (metric eval_return, final_eval_return in summary.json); default: as many evaluations as cost at most 5% of the training's env steps (at most 10, at least the final one); 0 = off"""
+    eval_episodes: int = 32
+    """episodes per evaluation and seed, played in parallel; every seed plays the same start states"""
+    eval_mode: Literal["greedy", "stochastic"] = "greedy"
+    """greedy: the policy's deterministic action (mode, argmax); stochastic: act(deterministic=False), e.g. sampled actions, DQN/PQN's eval_epsilon"""
+    eval_seed: int = 0
+    """seed of the evaluation episodes' start states (and stochastic actions), the same for every seed and evaluation"""
+    track: bool = False
+    """also log to Weights & Biases (needs pip install -e ".[wandb]"): the TensorBoard curves and the run config; --track alone means --track True; WANDB_MODE=offline writes wandb's local files only"""
+    wandb_project: str | None = None
+    """W&B project (with --track; default jaxrl-engine)"""
+    wandb_entity: str | None = None
+    """W&B entity, a user or team (with --track; default: your wandb default)"""
+    wandb_group: str | None = None
+    """W&B group of the run (with --track; default none)"""
+    wandb_name: str | None = None
+    """W&B run name (with --track; default: the run folder's name)"""
     resume: str | None = None
     """continue the interrupted run in this folder with its saved settings (no other flag but --progress)"""
 
@@ -199,7 +227,7 @@ def parse(argv: Sequence[str]) -> tuple[str, TrainArgs]:
                   f"{presets.help_text()}")
             raise SystemExit(0)
         raise UsageError(f"name an agent first: python -m experiments.train AGENT ...; agents: {names}")
-    agent_name, rest = argv[0], argv[1:]
+    agent_name, rest = argv[0], _bare_track(argv[1:])
     module = _resolve(agents.get, agent_name)
     base = default_args(agent_name, rest)
     defaults = RunArgs(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
@@ -213,6 +241,16 @@ def parse(argv: Sequence[str]) -> tuple[str, TrainArgs]:
         description=help_description(RunArgs, agent_name),
     )
     return agent_name, args
+
+
+def _bare_track(argv: list[str]) -> list[str]:
+    """``--track`` alone, as CleanRL spells it, is ``--track True`` (every other bool flag takes True/False)."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--track" and (i + 1 == len(argv) or argv[i + 1] not in ("True", "False")):
+            out.append("True")
+    return out
 
 
 def help_description(args_type: type, agent_name: str) -> str:
@@ -428,13 +466,104 @@ def prepare(agent_name: str, args: TrainArgs):
           and seconds >= 0, "checkpoint_seconds", seconds, "must be a finite number of seconds >= 0 (0 = off)")
     per_seed = getattr(args, "per_seed_metrics", "auto")
     check(per_seed in PER_SEED_FORMATS, "per_seed_metrics", per_seed, f"must be one of {', '.join(PER_SEED_FORMATS)}")
+    wandb_settings(args)  # --track and --wandb-*: wandb importable, no W&B flag without --track
+    eval_config = eval_config_of(args)
+    eval_config.validate()  # --eval-every, --eval-episodes, --eval-mode, --eval-seed
     env, env_params = _resolve(envs.make, args.env)
     algo = module.make(args.config, env, env_params)
     args.hyper.validate()
     mesh = make_mesh()
     check_divisible(args.num_seeds, mesh)
     check_memory(module, args, algo, env, env_params, mesh)
+    algo = add_evaluation(algo, eval_config, env, env_params, args.num_seeds, mesh)
     return algo, mesh
+
+
+DEFAULT_WANDB_PROJECT = "jaxrl-engine"
+WANDB_FLAGS = ("wandb_project", "wandb_entity", "wandb_group", "wandb_name")
+WANDB_STATE_FILE = "wandb_run.json"  # the W&B run id and last step logged, for --resume (rl.sinks.WandbSink)
+
+
+def wandb_settings(args: TrainArgs) -> dict[str, Any] | None:
+    """``--track``'s W&B settings as config.json stores them (None without ``--track``), checked.
+
+    A ``--wandb-*`` flag without ``--track``, an empty one, or ``--track`` without the wandb
+    package is a :class:`UsageError` (before anything compiles).
+    """
+    given = {name: getattr(args, name, None) for name in WANDB_FLAGS}
+    if not getattr(args, "track", False):
+        stray = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+        if stray:
+            raise UsageError(f"{', '.join(stray)} only apply with --track; add --track to log to W&B, or drop them")
+        return None
+    for name, value in given.items():
+        if value is not None and not value.strip():
+            raise UsageError(f"--{name.replace('_', '-')} is empty; give a name or leave the flag out")
+    from rl.sinks import import_wandb
+
+    try:
+        import_wandb()
+    except ModuleNotFoundError as err:
+        raise UsageError(f"--track: {err}") from None
+    return {"project": given["wandb_project"] or DEFAULT_WANDB_PROJECT, "entity": given["wandb_entity"],
+            "group": given["wandb_group"], "name": given["wandb_name"]}
+
+
+def open_wandb(settings: dict[str, Any], run_dir: Path, labels: list[dict[str, Any]],
+               resumed_at: int | None) -> Any:
+    """The W&B sink of a run folder: config.json as the W&B config, named after the folder by default.
+
+    wandb keeps its local files in ``RUN_DIR/wandb/`` unless ``$WANDB_DIR`` says elsewhere; the
+    run id and last step logged are kept in ``RUN_DIR/wandb_run.json``, so ``--resume``
+    continues the same W&B run. A W&B run that cannot start (not logged in, no network) is a
+    :class:`UsageError` that says so.
+    """
+    from rl.sinks import WandbSink
+
+    try:
+        return WandbSink(labels, project=settings["project"], entity=settings["entity"], group=settings["group"],
+                         name=settings["name"] or run_dir.name,
+                         config={**_read_json(run_dir / CONFIG_FILE), "run_dir": str(run_dir)},
+                         directory=os.environ.get("WANDB_DIR") or run_dir,
+                         state_file=run_dir / WANDB_STATE_FILE, resume_from_update=resumed_at)
+    except (OSError, UsageError):
+        raise
+    except Exception as err:  # noqa: BLE001 - wandb's own errors (login, network) as one line
+        raise UsageError(f"--track: W&B could not start ({type(err).__name__}: {err}); run `wandb login`, or set "
+                         "WANDB_MODE=offline to keep wandb's files locally and `wandb sync` them later") from None
+
+
+def eval_record(algo: Any, args: TrainArgs) -> dict[str, Any]:
+    """The evaluation settings as config.json stores them: ``every`` resolved (0 = off), as ``--resume`` reads them."""
+    on = algo.evaluation is not None
+    config = algo.evaluation.config if on else eval_config_of(args)
+    return {"every": config.every if on else 0, "episodes": config.episodes, "mode": config.mode, "seed": config.seed}
+
+
+def eval_config_of(args: TrainArgs) -> Any:
+    """The ``rl.evaluation.EvalConfig`` of the ``--eval-*`` flags (a TrainArgs without them: the defaults)."""
+    from rl.evaluation import EvalConfig
+
+    default = EvalConfig()
+    return EvalConfig(every=getattr(args, "eval_every", default.every),
+                      episodes=getattr(args, "eval_episodes", default.episodes),
+                      mode=getattr(args, "eval_mode", default.mode), seed=getattr(args, "eval_seed", default.seed))
+
+
+def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds: int, mesh: Any) -> Any:
+    """``algo`` with its evaluation episodes (``rl.evaluation.with_evaluation``); refuses ``--eval-episodes``
+    whose env states cannot fit in memory."""
+    import jax
+
+    from rl import evaluation, memory
+
+    if config.every != 0:
+        obs, state = jax.eval_shape(env.reset, jax.random.key(0), env_params)
+        per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done
+        memory.check_fits(memory.Need(per_episode, 0), num_seeds * config.episodes, list(mesh.devices.flat),
+                          runs_field="eval_episodes", runs_value=config.episodes, runs_per_unit=num_seeds,
+                          unit="evaluation episodes (all seeds)")
+    return evaluation.with_evaluation(algo, env, env_params, config)
 
 
 def check_memory(module: Any, args: TrainArgs, algo: Any, env: Any, env_params: Any, mesh: Any) -> None:
@@ -485,6 +614,14 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> tuple[str, RunArgs]:
             checkpoint_seconds=float(saved.get("checkpoint_seconds", 0.0)),
             # the files the run writes; a folder from before this setting has metrics.csv and .jsonl
             per_seed_metrics=saved.get("per_seed_metrics", "csv"),
+            # a folder from before evaluation episodes was trained without them
+            eval_every=int(saved.get("eval", {}).get("every", 0)),
+            eval_episodes=int(saved.get("eval", {}).get("episodes", 32)),
+            eval_mode=saved.get("eval", {}).get("mode", "greedy"),
+            eval_seed=int(saved.get("eval", {}).get("seed", 0)),
+            # --track: a tracked run goes on logging to its W&B run (a folder from before the flag was not tracked)
+            **({} if saved.get("wandb") is None else {
+                "track": True, **{f"wandb_{key}": saved["wandb"][key] for key in ("project", "entity", "group", "name")}}),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as err:
         if isinstance(err, UsageError):
@@ -550,6 +687,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     from rl.progress import Progress
     from rl.runner import chunk_schedule, train
     from rl.runs import metric_sinks, per_seed_format
+    from rl.sinks import MultiSink
     from rl.stats import mean_over_episodes
 
     algo, mesh = prepare(agent_name, args)
@@ -559,6 +697,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     labels = [{"seed": s} for s in seeds]
     per_seed = per_seed_format(getattr(args, "per_seed_metrics", "auto"), len(seeds))  # csv, parquet or none
     record = run_record(agent_name, args, seeds)
+    tracking = wandb_settings(args)  # None without --track
     schedule = chunk_schedule(algo.num_updates, args.num_chunks)
     lock = claim_folder(args.out, "--resume", empty=False) if resume else _claim_new_run_dir(agent_name, args)
     with lock as run_dir:
@@ -571,8 +710,16 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
         done = {"updates": 0}
 
         def open_sinks(resumed_at: int | None) -> None:
-            # metrics_over_seeds.csv, the per-seed files and TensorBoard (rl.runs.metric_sinks)
-            sinks.append(metric_sinks(run_dir, labels, per_seed, algo.steps_per_update, resumed_at))
+            # metrics_over_seeds.csv, the per-seed files and TensorBoard (rl.runs.metric_sinks); W&B with --track
+            folder_sinks = metric_sinks(run_dir, labels, per_seed, algo.steps_per_update, resumed_at)
+            if tracking is None:
+                sinks.append(folder_sinks)
+                return
+            try:
+                sinks.append(MultiSink([folder_sinks, open_wandb(tracking, run_dir, labels, resumed_at)]))
+            except BaseException:
+                folder_sinks.close()
+                raise
 
         def write_running(start: int) -> None:
             write_json(run_dir / SUMMARY_FILE, {
@@ -590,6 +737,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
                     "agent": agent_name, "env": args.env, "preset": args.preset, "preset_file": args.preset_file,
                     "seeds": seeds, "num_chunks": args.num_chunks, "checkpoint_every": every,
                     "keep_checkpoints": keep, "checkpoint_seconds": seconds, "per_seed_metrics": per_seed,
+                    "eval": eval_record(algo, args), "wandb": tracking,
                     "config": dataclasses.asdict(args.config), "hyper": dataclasses.asdict(args.hyper),
                     "jax_version": jax.__version__, "devices": [str(d) for d in mesh.devices.flat],
                 })
@@ -836,7 +984,7 @@ def _cut_metric_files(run_dir: Path, rows: int) -> None:
 def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds) -> dict[str, Any]:
     """Curve, parameters and summary.json of a batch of runs that stopped (for any reason)."""
     from rl import plots
-    from rl.runs import final_return_summary, writes_params_npz
+    from rl.runs import final_eval_return_summary, final_return_summary, writes_params_npz
 
     summary: dict[str, Any] = {
         "agent": agent_name,
@@ -859,6 +1007,8 @@ def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds)
     if result.status == "completed":
         # mean, per seed, and a 95% CI only from enough seeds (else their range and why); quantiles, worst seeds
         summary.update(final_return_summary(ret, count, seeds=seeds))
+        if algo.evaluation is not None and "eval_return" in result.metrics:  # beside it: evaluation episodes
+            summary.update(final_eval_return_summary(result.metrics["eval_return"], algo.evaluation))
         if writes_params_npz(len(seeds)):
             save_params(run_dir / "params.npz", result.params)
             summary["params"] = "params.npz"
@@ -914,12 +1064,19 @@ def print_summary(s: dict[str, Any], planned_updates: int | None = None) -> None
               + f"; stopped after update {s['num_updates']}; {kept}.\n{where}", file=sys.stderr, flush=True)
         return
     from rl.aggregate import describe_seeds
-    from rl.runs import FEW_SEEDS, describe_final_return
+    from rl.runs import FEW_SEEDS, describe_final_eval_return, describe_final_return
 
-    if len(s["final_return_per_seed"]) <= FEW_SEEDS:
+    few = len(s["final_return_per_seed"]) <= FEW_SEEDS
+    if few:
         seed_lines = "  per seed: " + ", ".join("-" if x is None else f"{x:.1f}" for x in s["final_return_per_seed"])
     else:  # quantiles over the seeds and the worst few; every seed is in summary.json
         seed_lines = "\n".join(describe_seeds(s)) or "  per seed: in summary.json"
+    evaluated = describe_final_eval_return(s)  # the evaluation episodes after the last update, if played
+    if evaluated is not None:
+        seed_lines += f"\n  {evaluated}"
+        if few and s["final_eval_return_mean"] is not None:
+            seed_lines += "\n  eval per seed: " + ", ".join("-" if x is None else f"{x:.1f}"
+                                                            for x in s["final_eval_return_per_seed"])
     head = describe_final_return(s)
     print(f"{s['agent']} on {s['env']}, {s['num_seeds']} seeds x {s['total_timesteps']:,} steps: {head}\n"
           f"{seed_lines}\n"

@@ -5,11 +5,16 @@
 
 Each preset of ``experiments.presets.PRESETS`` is trained at its published
 budget (its config as given, every other field at the agent's default) on
-``--num-seeds`` seeds in parallel (``rl.train``). Its score is the final return
-as ``experiments.train`` reports it: per seed, the mean return of the episodes
-completed in the last 5% of training (``rl.stats.final_return``); the table
-gives the mean over seeds with a 95% percentile-bootstrap interval, next to the
-published figure and its source. Results go to
+``--num-seeds`` seeds in parallel (``rl.train``). It gets two scores, as
+``experiments.train`` reports them: per seed, the mean return of the training
+episodes completed in the last 5% of training (``rl.stats.final_return``), and
+the mean return of 32 greedy evaluation episodes of the final policy, played in
+the jitted program after the last update (``rl.evaluation``; the same start
+states for every seed). The table gives each as the mean over seeds with a 95%
+percentile-bootstrap interval, next to the published figure and its source; the
+one of the same kind as the published figure (``Preset.published_episodes``:
+evaluation or training episodes) is in bold, so like is compared with like.
+Results go to
 ``runs/validate-<timestamp>/table.md`` (and ``results.json``), one row at a time,
 so an interrupted validation keeps the rows it finished.
 """
@@ -27,7 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-FINAL_FRACTION = 0.05  # as experiments.train: episodes of the last 5% of updates
+from rl.stats import FINAL_FRACTION  # as experiments.train: episodes of the last 5% of updates
+# the evaluation episodes of every preset, played once after the last update (experiments.train's defaults)
+EVAL_EPISODES, EVAL_MODE, EVAL_SEED = 32, "greedy", 0
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,21 @@ class Row:
     published: str | None
     source: str
     seconds: float  # wall time of the preset, compilation included
+    eval_mean: float = float("nan")  # mean over seeds of the final evaluation return
+    eval_ci_low: float = float("nan")
+    eval_ci_high: float = float("nan")
+    eval_per_seed: list[float] = dataclasses.field(default_factory=list)
+    published_episodes: str = "training"  # what the published figure averages: "eval" or "training"
 
 
 def build(preset) -> tuple[Any, Any]:
-    """The algorithm and hyperparameters a preset describes (nothing compiled)."""
+    """The algorithm and hyperparameters a preset describes (nothing compiled).
+
+    The algorithm plays :data:`EVAL_EPISODES` evaluation episodes once, after its last update.
+    """
     import agents
     import envs
+    from rl import evaluation
 
     module = agents.get(preset.agent)
     tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
@@ -73,21 +89,23 @@ def build(preset) -> tuple[Any, Any]:
     hyper = dataclasses.replace(module.Hyper(), **tuples(preset.hyper))
     hyper.validate()
     env, env_params = envs.make(preset.env)
-    return module.make(config, env, env_params), hyper
+    algo = module.make(config, env, env_params)
+    final_only = evaluation.EvalConfig(every=algo.num_updates, episodes=EVAL_EPISODES, mode=EVAL_MODE, seed=EVAL_SEED)
+    return evaluation.with_evaluation(algo, env, env_params, final_only), hyper
 
 
 def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
     """Train one preset on ``num_seeds`` seeds and summarise its final return."""
     import rl
-    from rl import stats
+    from rl import evaluation, stats
 
     start = time.perf_counter()
     algo, hyper = build(preset)
     result = rl.train(algo, hyper, seeds=range(first_seed, first_seed + num_seeds))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], FINAL_FRACTION)
-    valid = final[np.isfinite(final)]
-    mean = float(np.mean(valid)) if valid.size else float("nan")
-    low, high = stats.bootstrap_ci(valid) if valid.size else (float("nan"), float("nan"))
+    mean, low, high = _mean_ci(final)
+    evaluated, _ = evaluation.final_eval_returns(result.metrics[evaluation.EVAL_RETURN])
+    eval_mean, eval_low, eval_high = _mean_ci(evaluated)
     return Row(
         preset=preset.name,
         agent=preset.agent,
@@ -101,19 +119,46 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
         published=preset.published,
         source=preset.source,
         seconds=time.perf_counter() - start,
+        eval_mean=eval_mean,
+        eval_ci_low=eval_low,
+        eval_ci_high=eval_high,
+        eval_per_seed=[float(x) for x in evaluated],
+        published_episodes=preset.published_episodes,
     )
 
 
+def _mean_ci(per_seed: np.ndarray) -> tuple[float, float, float]:
+    """Mean over the seeds with a score and its 95% bootstrap interval (NaN when none has one)."""
+    from rl import stats
+
+    valid = per_seed[np.isfinite(per_seed)]
+    if not valid.size:
+        return float("nan"), float("nan"), float("nan")
+    low, high = stats.bootstrap_ci(valid)
+    return float(np.mean(valid)), float(low), float(high)
+
+
 HEADER = (
-    "| preset | agent | env | steps | seeds | ours: mean [95% CI] | published | source | wall (min) |\n"
-    "|---|---|---|---:|---:|---|---|---|---:|\n"
+    "| preset | agent | env | steps | seeds | ours, training episodes: mean [95% CI] | "
+    "ours, eval episodes: mean [95% CI] | published | source | wall (min) |\n"
+    "|---|---|---|---:|---:|---|---|---|---|---:|\n"
 )
+NOTE = ("Training episodes: the last 5% of training, with exploration. Eval episodes: "
+        f"{EVAL_EPISODES} {EVAL_MODE} episodes per seed after the last update, the same start states for "
+        "every seed. In bold: the one of the same kind as the published figure.\n")
 
 
 def format_row(row: Row) -> str:
-    ours = f"{row.mean:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" if np.isfinite(row.mean) else "no episode ended"
+    def cell(mean: float, low: float, high: float, missing: str, like: bool) -> str:
+        if not np.isfinite(mean):
+            return missing
+        text = f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+        return f"**{text}**" if like and row.published else text
+
+    training = cell(row.mean, row.ci_low, row.ci_high, "no episode ended", row.published_episodes == "training")
+    evaluated = cell(row.eval_mean, row.eval_ci_low, row.eval_ci_high, "-", row.published_episodes == "eval")
     return (
-        f"| {row.preset} | {row.agent} | {row.env} | {row.steps:,} | {row.num_seeds} | {ours} | "
+        f"| {row.preset} | {row.agent} | {row.env} | {row.steps:,} | {row.num_seeds} | {training} | {evaluated} | "
         f"{row.published or '-'} | {row.source} | {row.seconds / 60:.1f} |\n"
     )
 
@@ -145,9 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     where = machine_line(machine()) + "\n\n"
     table, rows = out / "table.md", []
-    table.write_text(where + HEADER)
+    table.write_text(where + NOTE + "\n" + HEADER)
     print(f"validating {len(names)} preset(s) on {args.num_seeds} seeds each -> {table}", flush=True)
-    print(where + HEADER, end="", flush=True)
+    print(where + NOTE + "\n" + HEADER, end="", flush=True)
     for name in names:
         try:
             row = run_preset(presets.get(name), args.num_seeds, args.seed)

@@ -12,6 +12,12 @@ leading axis, and
   hands them to ``on_chunk`` (progress bar, metric files) while the next chunk
   is already running on the devices.
 
+With ``Algorithm.evaluation`` (``rl.evaluation.with_evaluation``) the chunk also
+plays evaluation episodes after every K-th update and after the last one, in a
+``lax.cond`` on the global update index (a replicated input of the chunk), and
+reports ``eval_return``/``eval_length`` (NaN after the other updates); the
+training itself is unchanged, bit for bit.
+
 Every update also reports ``nonfinite`` (int32 0/1): whether a NaN or inf
 appeared in any ``*loss*``/``*grad*`` metric (or, for an agent without such
 metrics, in its parameters or optimizer state); the parameters and optimizer
@@ -28,6 +34,7 @@ a checkpoint (status ``"interrupted"``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,6 +48,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rl import distributed
 from rl.errors import ConfigError
+from rl.evaluation import evaluate_if_due
 
 PRNGKey = chex.PRNGKey
 Params = Any
@@ -65,6 +73,23 @@ class Algorithm(NamedTuple):
     num_updates: int  # updates in the configured training budget
     name: str  # agent name, e.g. "ppo"
     config: Any  # the static Config the factory closed over
+    # evaluation episodes every K updates (rl.evaluation.with_evaluation), or None: no evaluation
+    evaluation: Any = None
+
+
+def bind(name: str, static: Any, init: Callable, update: Callable, act: Callable, steps_per_update: int,
+         num_updates: int) -> Algorithm:
+    """The ``Algorithm`` of an agent module: its ``init``, ``update`` and ``act`` with their first
+    argument, ``static`` (what the factory closed over; ``static.config`` is the Config), bound."""
+    return Algorithm(
+        init=functools.partial(init, static),
+        update=functools.partial(update, static),
+        act=functools.partial(act, static),
+        steps_per_update=steps_per_update,
+        num_updates=num_updates,
+        name=name,
+        config=static.config,
+    )
 
 
 @dataclass
@@ -93,7 +118,9 @@ class TrainResult:
     the episodes that ended in each update, and NaN where none ended
     (``metrics["episodes"] == 0``): a mean over updates must mask them
     (``np.nanmean``, or :func:`rl.stats.mean_over_episodes` for the
-    episode-weighted mean). :meth:`save` writes the result as a run folder.
+    episode-weighted mean). With evaluation episodes (``rl.evaluation``),
+    ``metrics["eval_return"]`` and ``metrics["eval_length"]`` are NaN after the
+    updates that were not evaluated. :meth:`save` writes the result as a run folder.
     """
 
     state: State  # final training carry, leading axis N (on device)
@@ -201,8 +228,13 @@ def init_sequentially(mesh: jax.sharding.Mesh) -> bool:
     return any(d.platform == "cpu" for d in mesh.devices.flat)
 
 
-def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False) -> Callable:
+def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False,
+             in_axes: tuple[int | None, ...] | None = None) -> Callable:
     """``jit(shard_map(vmap(fn)))`` with every input and output split on runs.
+
+    ``in_axes`` (one entry per input, default all 0): an input marked None is not split
+    but the same on every device and for every run (not vmapped), e.g. the chunk's first
+    global update index, which the evaluation schedule reads.
 
     ``sequential`` maps ``fn`` over a device's runs with ``lax.map`` instead
     of ``vmap``. Initialisation uses it: vmapped orthogonal initialisers
@@ -216,10 +248,17 @@ def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False) -> Call
     there deadlocks, so it is vmapped (:func:`init_sequentially`).
     """
     spec = P(RUN_AXIS)
-    per_device = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if sequential else jax.vmap(fn)
+    in_specs: Any = spec
+    if in_axes is None:
+        per_device = (lambda *a: jax.lax.map(lambda x: fn(*x), a)) if sequential else jax.vmap(fn)
+    elif sequential:
+        raise ValueError("in_axes is only supported for vmapped functions, not sequential ones")
+    else:
+        per_device = jax.vmap(fn, in_axes=in_axes)
+        in_specs = tuple(P() if axis is None else spec for axis in in_axes)
     # Runs are independent (no collectives inside a run), so the varying-axis
     # type check is off: agents may create fresh constants in their carries.
-    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False)
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
 
@@ -274,14 +313,26 @@ def nonfinite(state: State, metrics: Metrics) -> chex.Array:
 
 
 def _scan_updates(algo: Algorithm, length: int) -> Callable:
-    def chunk(state, hyper):
-        def body(s, _):
+    """One chunk of one run: ``chunk(state, hyper, first_update=0)`` does ``length`` updates.
+
+    ``first_update`` is the global index of the chunk's first update, the same for every run
+    (the runner passes it unbatched). With ``algo.evaluation`` each update's metrics also hold
+    the evaluation metrics (``rl.evaluation``), NaN after updates where none is due.
+    """
+    evaluation = algo.evaluation
+
+    def chunk(state, hyper, first_update=0):
+        def body(s, update):
             s, metrics = algo.update(s, hyper)
             if isinstance(metrics, dict):
                 metrics = {**metrics, NONFINITE: nonfinite(s, metrics)}
+                if evaluation is not None:
+                    metrics = {**metrics, **evaluate_if_due(evaluation, s, update, algo.num_updates)}
             return s, metrics
 
-        state, metrics = jax.lax.scan(body, state, None, length=length)
+        # the global update indices; only the evaluation schedule reads them
+        updates = None if evaluation is None else first_update + jnp.arange(length, dtype=jnp.int32)
+        state, metrics = jax.lax.scan(body, state, updates, length=length)
         if isinstance(metrics, dict) and _watched_metrics(metrics):
             # the state was not read every update: read it once, at the chunk's end, so a NaN
             # that reached parameters but no loss yet is flagged at the chunk's last update
@@ -366,6 +417,12 @@ def run_batch(
     schedule = chunk_schedule(algo.num_updates, num_chunks)
     starts = [0, *np.cumsum(schedule).tolist()]  # starts[c]: updates done before chunk c
     sharding = NamedSharding(mesh, P(RUN_AXIS))
+    replicated = NamedSharding(mesh, P())
+
+    def first_update(c: int) -> jax.Array:
+        """The global index of chunk ``c``'s first update, as the chunk's replicated input."""
+        return distributed.put_global(np.int32(starts[c]), replicated)
+
     # every process holds the same keys/hypers; each places its own shards
     keys, hypers = distributed.put_global((keys, hypers), sharding)
     if resume and checkpointer is None:
@@ -400,8 +457,8 @@ def run_batch(
     t0 = time.perf_counter()
     compiled = {}
     for length in sorted(set(schedule[first_chunk:])):
-        fn = _sharded(_scan_updates(algo, length), mesh, donate=True)
-        compiled[length] = fn.lower(lower_as, hypers).compile()
+        fn = _sharded(_scan_updates(algo, length), mesh, donate=True, in_axes=(0, 0, None))
+        compiled[length] = fn.lower(lower_as, hypers, first_update(0)).compile()
     compile_seconds += time.perf_counter() - t0
 
     t0 = time.perf_counter() - init_seconds  # run time counts initialisation too
@@ -437,7 +494,7 @@ def run_batch(
             status = "interrupted"
             break
         length = schedule[chunk]
-        state, metrics = compiled[length](state, hypers)
+        state, metrics = compiled[length](state, hypers, first_update(chunk))
         pending.append((starts[chunk], length, metrics))
         chunk += 1
         due = checkpointer is not None and checkpointer.due(chunk, len(schedule))

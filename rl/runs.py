@@ -34,8 +34,9 @@ that trained several (a leading hyper axis) is refused, since ``config.json``
 has one value per field. It is not meant for ``--resume`` (there is nothing
 left to train).
 
-:func:`final_return_summary` is the final-return part of ``summary.json``,
-shared with ``experiments.train``.
+:func:`final_return_summary` is the final-return part of ``summary.json``, and
+:func:`final_eval_return_summary` its evaluation part (an algorithm with
+``rl.evaluation.with_evaluation``), shared with ``experiments.train``.
 """
 
 from __future__ import annotations
@@ -56,15 +57,18 @@ __all__ = [
     "FEW_SEEDS",
     "FINAL_FRACTION",
     "PER_SEED_FORMATS",
+    "describe_final_eval_return",
     "describe_final_return",
+    "final_eval_return_summary",
     "final_return_summary",
     "metric_sinks",
     "per_seed_format",
     "save_run",
+    "score_summary",
     "writes_params_npz",
 ]
 
-FINAL_FRACTION = 0.05  # final return: the episodes completed in the last 5% of updates
+FINAL_FRACTION = stats.FINAL_FRACTION
 # Up to this many seeds a run folder keeps per-seed detail by default: metrics.csv and
 # metrics.jsonl rows, params.npz, and every seed's final return in the terminal.
 FEW_SEEDS = 32
@@ -92,23 +96,67 @@ def final_return_summary(
     from rl import aggregate
 
     final = stats.final_return(episode_return, episodes, fraction=fraction)
-    valid = final[np.isfinite(final)]
-    out: dict[str, Any] = {
-        "final_return_mean": float(np.mean(valid)) if valid.size else None,
-        "final_return_ci95": None,
-        "final_return_per_seed": [float(x) if np.isfinite(x) else None for x in final],
-    }
+    out = score_summary(final, "final_return")
     if seeds is not None:
         out.update(aggregate.seed_summary(final, seeds))
+    return out
+
+
+def score_summary(final: np.ndarray, name: str) -> dict[str, Any]:
+    """``{name}_mean``, ``{name}_ci95`` (or ``{name}_range`` and ``{name}_ci95_note``) and
+    ``{name}_per_seed`` of ``[N]`` per-seed scores (NaN: a seed without one), as in
+    :func:`final_return_summary`."""
+    final = np.asarray(final, dtype=np.float64)
+    valid = final[np.isfinite(final)]
+    out: dict[str, Any] = {
+        f"{name}_mean": float(np.mean(valid)) if valid.size else None,
+        f"{name}_ci95": None,
+        f"{name}_per_seed": [float(x) if np.isfinite(x) else None for x in final],
+    }
     if not valid.size:
         return out
     note = stats.too_few_for_ci(int(valid.size))
     if note is None:
-        out["final_return_ci95"] = list(stats.bootstrap_ci(valid))
+        out[f"{name}_ci95"] = list(stats.bootstrap_ci(valid))
     else:
-        out["final_return_range"] = [float(valid.min()), float(valid.max())]
-        out["final_return_ci95_note"] = note
+        out[f"{name}_range"] = [float(valid.min()), float(valid.max())]
+        out[f"{name}_ci95_note"] = note
     return out
+
+
+def final_eval_return_summary(eval_return: np.ndarray, evaluation: Any) -> dict[str, Any]:
+    """The evaluation fields of ``summary.json`` for ``[N, U]`` ``eval_return`` metrics.
+
+    ``final_eval_return_mean``, ``final_eval_return_ci95`` (or ``_range`` and ``_ci95_note``)
+    and ``final_eval_return_per_seed``: the return of the evaluation episodes played after the
+    last update (the final policy; :mod:`rl.evaluation`), shaped as the final return's fields;
+    ``eval``: how they were played (``evaluation``: an ``rl.evaluation.Evaluation``) and
+    ``final_update``, the 0-based update they followed (None when none was played).
+    """
+    from rl.evaluation import final_eval_returns
+
+    final, update = final_eval_returns(eval_return)
+    config = evaluation.config
+    return {
+        **score_summary(final, "final_eval_return"),
+        "eval": {"every": config.every, "episodes": config.episodes, "mode": config.mode, "seed": config.seed,
+                 "max_steps": config.max_steps, "final_update": update},
+    }
+
+
+def describe_final_eval_return(summary: dict[str, Any]) -> str | None:
+    """One phrase for the evaluation return of a summary, or None when it has none."""
+    if "final_eval_return_mean" not in summary:
+        return None
+    played = summary.get("eval", {})
+    how = f"{played.get('mode', 'greedy')}, {played.get('episodes')} episodes per seed"
+    mean, ci = summary["final_eval_return_mean"], summary.get("final_eval_return_ci95")
+    if mean is None:
+        return f"eval return ({how}): no evaluation was played"
+    if ci is not None:
+        return f"eval return ({how}) {mean:.2f} (95% CI {ci[0]:.2f} .. {ci[1]:.2f})"
+    low, high = summary["final_eval_return_range"]
+    return f"eval return ({how}) {mean:.2f} (range {low:.2f} .. {high:.2f}; too few seeds for a 95% CI)"
 
 
 def describe_final_return(summary: dict[str, Any]) -> str:
@@ -317,6 +365,8 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
     }
     if ret is not None and count is not None:
         summary.update(final_return_summary(ret, count, seeds=seeds))
+    if algo.evaluation is not None and "eval_return" in result.metrics:
+        summary.update(final_eval_return_summary(result.metrics["eval_return"], algo.evaluation))
     summary["params"] = "params.npz" if writes_params_npz(len(seeds)) else f"checkpoints/{result.num_updates}"
     summary.update({
         "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,

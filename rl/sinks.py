@@ -19,6 +19,10 @@ checkpoint may then appear twice, and readers should keep the last row per (run,
 its event file in the calling thread (not tensorboardX's background writer thread), so a failed
 write (full disk, file size limit) raises an ``OSError`` in the training loop like any other sink,
 instead of killing a thread and leaving the loop blocked on its queue.
+
+:class:`WandbSink` logs the same curves as TensorBoard (:func:`summary_curves`) and the run config to
+Weights & Biases; wandb is an optional extra (``pip install -e ".[wandb]"``), imported lazily, and a
+missing package is one error naming the extra (:func:`import_wandb`).
 """
 
 from __future__ import annotations
@@ -44,9 +48,12 @@ __all__ = [
     "MetricSink",
     "MultiSink",
     "TensorBoardSink",
+    "WandbSink",
     "chunk_table",
+    "import_wandb",
     "label_value",
     "masked_metrics",
+    "summary_curves",
 ]
 
 # Metrics that are a mean over the episodes completed in an update: undefined where episodes == 0.
@@ -331,6 +338,29 @@ def _run_mean(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def summary_curves(metrics: Metrics, num_runs: int) -> list[tuple[str, np.ndarray]]:
+    """The curves of a chunk that TensorBoard and W&B show: ``(tag, [L] values)``, NaN where undefined.
+
+    ``<metric>/mean`` over runs for every metric (per-episode metrics over the runs that completed
+    an episode in that update); with several runs, the per-episode metrics' spread over runs
+    (:func:`rl.aggregate.over_seeds`: ``/iqm``, ``/median``, ``/q05``, ``/q25``, ``/q75``, ``/q95``,
+    ``/min``, ``/max``); and ``episode_return/run_<i>`` per run up to 16 runs. The work grows with
+    the updates and the metrics, not with the runs.
+    """
+    masked = masked_metrics(metrics)
+    curves = [(f"{name}/mean", _run_mean(values)) for name, values in masked.items()]
+    if num_runs > 1:
+        from rl.aggregate import QUANTILE_TAGS, over_seeds  # lazy: rl.aggregate imports this module
+
+        for name in PER_EPISODE_METRICS:
+            if name in masked:
+                spread = over_seeds(masked[name])
+                curves += [(f"{name}/{stat}", spread[stat]) for stat in QUANTILE_TAGS]
+    if "episode_return" in masked and num_runs <= MAX_RUNS_PER_RUN_CURVES:
+        curves += [(f"episode_return/run_{run}", values) for run, values in enumerate(masked["episode_return"])]
+    return curves
+
+
 class TensorBoardSink(_ClosingSink):
     """Logs each metric's mean over runs per update to TensorBoard (via tensorboardX).
 
@@ -388,18 +418,7 @@ class TensorBoardSink(_ClosingSink):
         """Log the chunk's per-update run means and spreads (per-run returns for N <= 16), then flush."""
         num_updates = _check_chunk(metrics, len(self._run_labels), first_update, steps_per_update)
         steps = [(first_update + offset + 1) * steps_per_update for offset in range(num_updates)]
-        masked = masked_metrics(metrics)
-        curves = [(f"{name}/mean", _run_mean(values)) for name, values in masked.items()]
-        if len(self._run_labels) > 1:
-            from rl.aggregate import QUANTILE_TAGS, over_seeds  # lazy: rl.aggregate imports this module
-
-            for name in PER_EPISODE_METRICS:
-                if name in masked:
-                    spread = over_seeds(masked[name])
-                    curves += [(f"{name}/{stat}", spread[stat]) for stat in QUANTILE_TAGS]
-        if "episode_return" in masked and len(self._run_labels) <= MAX_RUNS_PER_RUN_CURVES:
-            curves += [(f"episode_return/run_{run}", values) for run, values in enumerate(masked["episode_return"])]
-        self._add_curves(curves, steps)
+        self._add_curves(summary_curves(metrics, len(self._run_labels)), steps)
         with _naming(self._event_file):
             self._writer.flush()  # flushes and fsyncs
 
@@ -457,3 +476,105 @@ class MultiSink(_ClosingSink):
                 errors.append(error)
         if errors:
             raise errors[0]
+
+
+WANDB_EXTRA = "wandb"  # the optional dependency group of pyproject.toml that installs wandb
+
+
+def import_wandb() -> Any:
+    """The ``wandb`` module, or one :class:`ModuleNotFoundError` that says how to install it."""
+    try:
+        import wandb
+    except ModuleNotFoundError as err:
+        if err.name != "wandb":
+            raise
+        raise ModuleNotFoundError(
+            f"logging to Weights & Biases needs the optional wandb package: pip install -e \".[{WANDB_EXTRA}]\" "
+            "(or pip install wandb)", name="wandb") from None
+    return wandb
+
+
+def _new_wandb_id() -> str:
+    """A W&B run id: 8 base-36 characters, as wandb makes its own."""
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+class WandbSink(_ClosingSink):
+    """Logs the TensorBoard curves and the run's config to one Weights & Biases run (wandb imported lazily).
+
+    Each update logs the curves of :func:`summary_curves` (the same tags as
+    :class:`TensorBoardSink`: ``<metric>/mean``, the spread over runs of the per-episode
+    metrics, ``episode_return/run_<i>`` up to 16 runs), NaN values left out, at W&B step
+    ``(update + 1) * steps_per_update`` (environment steps per run, TensorBoard's global step).
+    ``config`` (e.g. the run folder's ``config.json``) becomes the W&B run config. Whether
+    wandb uploads or only writes its local files is wandb's own setting (``WANDB_MODE=offline``,
+    ``wandb login``).
+
+    ``state_file`` (a JSON file, e.g. in the run folder) keeps the W&B run id and the last step
+    logged, rewritten after every chunk. With ``resume_from_update`` (a resumed run), the sink
+    continues the W&B run of that id (``resume="allow"``) and skips the steps it already logged:
+    the resumed training recomputes the updates after its checkpoint bit for bit, so those
+    points are already there. Without a state file to read, a resumed run gets a new W&B run.
+    A run that is not resumed gets a fresh id.
+    """
+
+    def __init__(self, run_labels: Sequence[Labels], *, project: str, entity: str | None = None,
+                 group: str | None = None, name: str | None = None, config: Mapping[str, Any] | None = None,
+                 directory: str | os.PathLike[str] | None = None, state_file: str | os.PathLike[str] | None = None,
+                 resume_from_update: int | None = None) -> None:
+        wandb = import_wandb()
+        self._run_labels = list(run_labels)
+        _label_columns(self._run_labels)
+        self._state_file = None if state_file is None else Path(state_file)
+        state = self._read_state() if resume_from_update is not None else {}
+        self.run_id: str = state.get("id") or _new_wandb_id()
+        self.last_step: int = int(state.get("last_step", 0))
+        self._closed = False
+        self._run = wandb.init(
+            project=project, entity=entity, group=group, name=name, id=self.run_id, resume="allow",
+            config=dict(config or {}), dir=None if directory is None else os.fspath(directory),
+            reinit="create_new")  # never finish a W&B run of the caller's own
+        self._write_state()
+
+    def _read_state(self) -> dict[str, Any]:
+        if self._state_file is None or not self._state_file.exists():
+            return {}
+        try:
+            state = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _write_state(self) -> None:
+        if self._state_file is None:
+            return
+        from rl.files import atomic_write
+
+        record = {"id": self.run_id, "last_step": self.last_step, "project": self._run.project,
+                  "entity": self._run.entity or None, "name": self._run.name, "group": self._run.group or None}
+        atomic_write(self._state_file, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+
+    def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
+        """Log one W&B row per update of the chunk (steps already logged are skipped)."""
+        _check_chunk(metrics, len(self._run_labels), first_update, steps_per_update)
+        curves = summary_curves(metrics, len(self._run_labels))
+        tags = [tag for tag, _ in curves]
+        table = np.stack([np.asarray(values, dtype=np.float64) for _, values in curves], axis=1).tolist()  # [L, C]
+        for offset, row in enumerate(table):
+            step = (first_update + offset + 1) * steps_per_update
+            if step <= self.last_step:
+                continue
+            values = {tag: value for tag, value in zip(tags, row) if not math.isnan(value)}
+            if values:
+                self._run.log(values, step=step)
+            self.last_step = step
+        self._write_state()
+
+    def close(self) -> None:
+        """Finish the W&B run (idempotent): wandb flushes its files (and uploads, when online)."""
+        if not self._closed:
+            self._closed = True
+            self._run.finish()

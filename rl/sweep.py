@@ -46,7 +46,7 @@ With ``out`` set, the primary process writes (nothing is overwritten):
   as mean and interquartile mean with stratified-bootstrap 95% CIs, and the rank
   (by IQM, then mean);
 * ``profiles.csv`` and ``performance_profile.png``: performance profiles
-  (fraction of seeds with final return >= tau) with bootstrap bands;
+  (fraction of seeds with final return > tau) with bootstrap bands;
 * ``learning_curves.png``: mean return per configuration against env steps
   (episodes binned over steps, ``rl.stats.learning_curve``) with 95% bands;
 * ``final_vs_<name>.png`` per swept name;
@@ -90,7 +90,7 @@ __all__ = [
     "sweepable",
 ]
 
-FINAL_FRACTION = 0.05  # final return = episodes of the last 5% of updates (as experiments.train)
+FINAL_FRACTION = stats.FINAL_FRACTION  # final return = episodes of the last 5% of updates (as experiments.train)
 NUM_RESAMPLES = 2_000  # bootstrap resamples for every interval (rliable's default)
 SAMPLE_DIGITS = 6  # significant digits kept of a randomly drawn value
 SAMPLERS = ("uniform", "loguniform", "choice")
@@ -947,7 +947,7 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
             plots.plot_curves(out / "performance_profile.png", prof_curves,
                               title=f"performance profiles ({len(spread)} of {len(p.configs)} configurations "
                                     f"spread over the ranking, {len(p.seeds)} seeds)",
-                              ylabel="fraction of seeds with final return >= tau",
+                              ylabel="fraction of seeds with final return > tau",
                               xlabel="final return threshold tau")
     for name in p.names:
         _plot_param(out / f"final_vs_{name}.png", res, name)

@@ -110,7 +110,7 @@ def test_stratified_bootstrap_dict_and_iqm_point() -> None:
 
 
 def test_performance_profile_hand_example() -> None:
-    # scores 1, 2, 3, 4: fraction >= 0 is 4/4, >= 2.5 is 2/4 (3 and 4), >= 5 is 0/4
+    # scores 1, 2, 3, 4: fraction > 0 is 4/4, > 2.5 is 2/4 (3 and 4), > 5 is 0/4
     profile, low, high = stats.performance_profile(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 2.5, 5.0]))
     np.testing.assert_allclose(profile, [1.0, 0.5, 0.0])
     assert np.all(low <= profile) and np.all(profile <= high)
