@@ -16,6 +16,8 @@ from agents.load import Loaded, load  # noqa: F401  (agents.load(run_dir): a tra
 # agent name -> module; imported lazily so `import agents` stays cheap
 AGENTS: dict[str, str] = {
     "ppo": "agents.ppo",
+    "a2c": "agents.a2c",
+    "impala": "agents.impala",
     "dqn": "agents.dqn",
     "pqn": "agents.pqn",
     "sac": "agents.sac",

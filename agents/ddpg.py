@@ -14,6 +14,7 @@ from typing import Any
 import jax
 
 from agents import td3
+from rl.errors import Count, NonNegative
 from rl.runner import Algorithm
 
 State = td3.State
@@ -24,7 +25,7 @@ Params = td3.Params
 class Config(td3.Config):
     """Shape-setting settings of DDPG: TD3's, with its changes turned off."""
 
-    policy_frequency: int = 1
+    policy_frequency: Count = 1
     """update the actor and the targets every this many critic updates (DDPG: 1)"""
     twin_critics: bool = False
     """two critics and the min of their targets (clipped double Q); DDPG: one critic"""
@@ -35,7 +36,7 @@ class Config(td3.Config):
 class Hyper(td3.Hyper):
     """Traced settings of DDPG: TD3's, without target policy smoothing."""
 
-    policy_noise: float = 0.0
+    policy_noise: NonNegative = 0.0
     """std of the target policy smoothing noise (fraction of half the range); DDPG: 0"""
 
 

@@ -21,6 +21,18 @@ Options:
   MLP torso.
 * ``n_step``: n-step returns (Sutton, 1988; as in Rainbow), cut at the first
   episode end inside the sampled sequence (``rl.replay.n_step_return``).
+* ``distributional``: learn the distribution of returns instead of its mean;
+  acting is greedy in the mean. ``"c51"``: a categorical distribution on
+  ``num_atoms`` fixed atoms in ``[v_min, v_max]``, the projected Bellman target
+  and a cross-entropy loss (Bellemare et al., 2017, arXiv:1707.06887;
+  ``rlax.categorical_q_learning``). ``"qr"``: ``num_quantiles`` quantiles at the
+  midpoints ``(2i + 1) / 2N`` with the quantile Huber loss, kappa 1 (QR-DQN, Dabney
+  et al., 2018a, arXiv:1710.10044; ``rlax.quantile_q_learning``). ``"iqn"``:
+  quantiles at fractions tau ~ U(0, 1) fed to the network through a cosine
+  embedding (IQN, Dabney et al., 2018b, arXiv:1806.06923): N = N' =
+  ``num_quantiles`` samples in the loss, K = ``iqn_acting_samples`` to act.
+  ``double`` and ``n_step`` combine with all three; ``loss`` applies to the mean
+  (non-distributional) DQN only.
 
 Truncation is not termination: every stored transition keeps its true
 successor ``info["final_observation"]``, targets bootstrap from it and are
@@ -29,69 +41,97 @@ zeroed only where the episode terminated.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
 
 import envs
-from agents.networks import INITS, ACTIVATIONS, MLP, linear_head
+from agents.networks import ACTIVATION, TORSO, check_torso, INIT, iqn_network, q_network
 from rl import offpolicy, replay
-from rl.errors import POSITIVE, UNIT, UNIT_LEFT_OPEN, check, check_field_types, validate_hyper
+from rl.errors import (
+    Count, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, check, one_of, validate_config,
+    validate_hyper,
+)
 from rl.rollout import rollout
-from rl.runner import Algorithm
+from rl.runner import Algorithm, bind
 
 Array = chex.Array
 
 LOSSES = ("huber", "l2")
+DISTRIBUTIONS = ("off", "c51", "qr", "iqn")
+IQN_EMBEDDING = 64  # cosine features of tau (the IQN paper's n = 64)
 
 
 @dataclass(frozen=True)
 class Config:
     """Shape-setting settings of DQN: changing one recompiles."""
 
-    num_envs: int = 1
+    num_envs: Count = 1
     """parallel environments per run"""
-    train_frequency: int = 10
+    train_frequency: Count = 10
     """env steps taken in each environment per update (between gradient phases)"""
-    gradient_steps: int = 1
+    gradient_steps: Count = 1
     """gradient steps per update, each on a fresh minibatch (once learning has started)"""
-    total_timesteps: int = 500_000
+    total_timesteps: Count = 500_000
     """env steps per run, all envs together (rounded down to whole updates)"""
-    buffer_size: int = 10_000
+    buffer_size: Count = 10_000
     """replay capacity in transitions, all envs together"""
-    batch_size: int = 128
+    batch_size: Count = 128
     """transitions (n-step sequences) per minibatch"""
-    learning_starts: int = 10_000
+    learning_starts: NonNegativeCount = 10_000
     """env steps (all envs together) stored before the first gradient step"""
-    target_update_interval: int = 500
+    target_update_interval: Count = 500
     """env steps between target updates; a multiple of num_envs * train_frequency"""
-    n_step: int = 1
+    n_step: Count = 1
     """return horizon of the targets (1 = one-step Q-learning)"""
     double: bool = False
     """Double DQN targets: the target network evaluates the online greedy action"""
     dueling: bool = False
     """dueling head Q = V + A - mean(A) on the shared MLP torso"""
-    loss: str = "l2"
+    loss: Annotated[str, one_of(LOSSES)] = "l2"
     """TD loss: "l2" (0.5 td^2) or "huber" (delta 1, i.e. the paper's error clipping)"""
-    max_grad_norm: float | None = None
+    max_grad_norm: Annotated[float | None, Rule(lambda v: v > 0, "must be > 0, or None for no clipping")] = None
     """clip gradients to this global norm (optax.clip_by_global_norm); None = no clipping"""
-    hidden_sizes: tuple[int, ...] = (120, 84)
+    hidden_sizes: Widths = (120, 84)
     """hidden layer widths of the Q-network MLP"""
-    activation: str = "relu"
+    activation: Annotated[str, ACTIVATION] = "relu"
     """hidden activation: one of tanh, relu, gelu, elu, silu, leaky_relu"""
+    torso: Annotated[str, TORSO] = "mlp"
+    """mlp, or cnn for image observations (H, W, C): MinAtar's 16 3x3 filters, then the MLP"""
     layer_norm: bool = False
     """LayerNorm after each hidden linear layer"""
-    init: str = "orthogonal"
+    init: Annotated[str, INIT] = "orthogonal"
     """weight initialiser: orthogonal (gain sqrt 2 hidden, 1 head) or lecun_normal (flax/CleanRL default)"""
-    eval_epsilon: float = 0.05
+    eval_epsilon: Unit = 0.05
     """exploration rate of ``act`` when not deterministic (evaluation)"""
+    distributional: Annotated[str, one_of(DISTRIBUTIONS)] = "off"
+    """learn the return distribution: off (mean, DQN), c51, qr (QR-DQN) or iqn"""
+    num_atoms: Count = 51
+    """c51 only: atoms of the categorical distribution"""
+    v_min: float = -10.0
+    """c51 only: lowest atom (in the units of the return)"""
+    v_max: float = 10.0
+    """c51 only: highest atom"""
+    num_quantiles: Count | None = None
+    """qr: quantiles (None: 200, the QR-DQN paper's); iqn: tau samples N = N' in the loss (None: 64)"""
+    iqn_acting_samples: Count = 32
+    """iqn only: tau samples K averaged to act greedily (the IQN paper's K)"""
+
+    @property
+    def quantiles(self) -> int:
+        """Quantiles of qr, tau samples of iqn (``num_quantiles`` or the papers' default)."""
+        if self.num_quantiles is not None:
+            return self.num_quantiles
+        return 200 if self.distributional == "qr" else 64
 
     @property
     def steps_per_update(self) -> int:
@@ -108,21 +148,15 @@ class Config:
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
-        check_field_types(self)
         check(
             envs.is_discrete(action_space),
             "env",
             action_space,
             "DQN needs a discrete action space; use an actor-critic agent (e.g. sac, td3) for Box actions",
         )
-        for name in (
-            "num_envs", "train_frequency", "gradient_steps", "total_timesteps", "buffer_size",
-            "batch_size", "target_update_interval", "n_step",
-        ):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
+        validate_config(self)
         check(
-            isinstance(self.learning_starts, int) and 0 <= self.learning_starts < self.total_timesteps,
+            self.learning_starts < self.total_timesteps,
             "learning_starts",
             self.learning_starts,
             f"must be an integer in [0, total_timesteps = {self.total_timesteps})",
@@ -148,27 +182,19 @@ class Config:
             f"must hold learning_starts = {self.learning_starts} transitions and, per env, "
             f"n_step = {self.n_step} and train_frequency = {self.train_frequency} steps",
         )
-        check(self.loss in LOSSES, "loss", self.loss, f"must be one of {', '.join(LOSSES)}")
+        check(self.v_min < self.v_max, "v_min", self.v_min, f"must be below v_max = {self.v_max}")
         check(
-            self.max_grad_norm is None or self.max_grad_norm > 0,
-            "max_grad_norm",
-            self.max_grad_norm,
-            "must be > 0, or None for no clipping",
+            self.num_atoms > 1 or self.distributional != "c51",
+            "num_atoms",
+            self.num_atoms,
+            "must be at least 2 for c51",
         )
         check(
-            len(self.hidden_sizes) > 0 and all(isinstance(h, int) and h > 0 for h in self.hidden_sizes),
-            "hidden_sizes",
-            self.hidden_sizes,
-            "must be one or more positive integers",
+            self.dueling is False or self.distributional == "off",
+            "dueling",
+            self.dueling,
+            "applies to the mean DQN only (distributional=off)",
         )
-        check(
-            self.activation in ACTIVATIONS,
-            "activation",
-            self.activation,
-            f"must be one of {', '.join(ACTIVATIONS)}",
-        )
-        check(0.0 <= self.eval_epsilon <= 1.0, "eval_epsilon", self.eval_epsilon, "must lie in [0, 1]")
-        check(self.init in INITS, "init", self.init, f"must be one of {', '.join(INITS)}")
 
 
 @jax.tree_util.register_dataclass
@@ -176,32 +202,22 @@ class Config:
 class Hyper:
     """Traced settings of DQN: a sweep may give each a batch axis."""
 
-    learning_rate: float = 2.5e-4
+    learning_rate: Positive = 2.5e-4
     """Adam step size"""
-    gamma: float = 0.99
+    gamma: Unit = 0.99
     """discount factor"""
-    tau: float = 1.0
+    tau: UnitLeftOpen = 1.0
     """target update rate at each target update (1 = copy)"""
-    eps_start: float = 1.0
+    eps_start: Unit = 1.0
     """epsilon of the epsilon-greedy behaviour policy at step 0"""
-    eps_end: float = 0.05
+    eps_end: Unit = 0.05
     """final epsilon"""
-    exploration_fraction: float = 0.5
+    exploration_fraction: Unit = 0.5
     """fraction of total_timesteps over which epsilon decays linearly"""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        validate_hyper(
-            self,
-            {
-                "learning_rate": POSITIVE,
-                "gamma": UNIT,
-                "tau": UNIT_LEFT_OPEN,
-                "eps_start": UNIT,
-                "eps_end": UNIT,
-                "exploration_fraction": UNIT,
-            },
-        )
+        validate_hyper(self)
 
 
 class State(NamedTuple):
@@ -223,67 +239,13 @@ class Static(NamedTuple):
     config: Config
     env: Any  # vectorised env
     env_params: Any
-    network: hk.Transformed  # obs[B, ...] -> q[B, num_actions]
+    network: hk.Transformed  # see ``network``: Q-values, atom logits or quantiles
     buffer: Any  # flashbax TrajectoryBuffer (pure functions)
+    atoms: np.ndarray | None = None  # c51: f32[num_atoms] the support
 
 
 # ---------------------------------------------------------------------------
 # Leaf functions
-
-
-def dueling(value: Array, advantages: Array) -> Array:
-    """Dueling aggregation, eq. 9 of Wang et al. (2016).
-
-    ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``.
-
-    Args:
-      value: `[B]` state values V(s).
-      advantages: `[B, A]` advantages A(s, a).
-
-    Returns:
-      `[B, A]` Q-values; their mean over actions is V(s).
-    """
-    chex.assert_rank([value, advantages], [1, 2])
-    return value[:, None] + advantages - jnp.mean(advantages, axis=-1, keepdims=True)
-
-
-def q_network(
-    num_actions: int,
-    hidden_sizes: tuple[int, ...],
-    activation: str,
-    layer_norm: bool = False,
-    dueling_head: bool = False,
-    init: str = "orthogonal",
-) -> hk.Transformed:
-    """An MLP Q-network ``obs[B, ...] -> q[B, num_actions]``."""
-
-    def forward(obs):
-        torso = MLP(hidden_sizes, activation, layer_norm=layer_norm, name="torso", init=init)(obs)
-        if dueling_head:
-            value = linear_head(1, 1.0, name="value_head", init=init)(torso)[:, 0]
-            return dueling(value, linear_head(num_actions, 1.0, name="advantage_head", init=init)(torso))
-        return linear_head(num_actions, 1.0, name="q_head", init=init)(torso)
-
-    return hk.without_apply_rng(hk.transform(forward))
-
-
-def epsilon_greedy(key: chex.PRNGKey, q_values: Array, epsilon: Array) -> Array:
-    """``argmax_a q`` per row, replaced by a uniform action with probability epsilon.
-
-    Args:
-      key: PRNG key.
-      q_values: `[B, A]`.
-      epsilon: scalar exploration rate (may be traced).
-
-    Returns:
-      int32 `[B]` actions.
-    """
-    chex.assert_rank(q_values, 2)
-    explore_key, action_key = jax.random.split(key)
-    batch, num_actions = q_values.shape
-    greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
-    random = jax.random.randint(action_key, (batch,), 0, num_actions, jnp.int32)
-    return jnp.where(jax.random.uniform(explore_key, (batch,)) < epsilon, random, greedy)
 
 
 def td_errors(
@@ -350,6 +312,59 @@ def n_step_transition(sequences: replay.Stored, gamma) -> tuple[Array, Array, Ar
 
 
 # ---------------------------------------------------------------------------
+# Distributional pieces
+
+
+def c51_atoms(config: Config) -> np.ndarray:
+    """The fixed support of C51: ``num_atoms`` evenly spaced in ``[v_min, v_max]``."""
+    return np.linspace(config.v_min, config.v_max, config.num_atoms, dtype=np.float32)
+
+
+def quantile_midpoints(n: int) -> np.ndarray:
+    """QR-DQN's quantile fractions ``(2i + 1) / 2n``, i < n: f32[n]."""
+    return ((2 * np.arange(n) + 1) / (2.0 * n)).astype(np.float32)
+
+
+def _forward(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey | None, num_taus: int):
+    """The network's output and its quantile fractions (None where there are none).
+
+    off: ``(q [B, A], None)``; c51: ``(logits [B, A, K], None)``; qr: ``(quantiles [B, N, A],
+    midpoints [N])``; iqn: ``(quantiles [B, num_taus, A], taus [B, num_taus])``, taus ~ U(0, 1)
+    drawn from ``key``.
+    """
+    kind = static.config.distributional
+    if kind == "iqn":
+        taus = jax.random.uniform(key, (obs.shape[0], num_taus), jnp.float32)
+        return static.network.apply(params, obs, taus), taus
+    out = static.network.apply(params, obs)
+    if kind == "qr":
+        return jnp.swapaxes(out, 1, 2), jnp.asarray(quantile_midpoints(static.config.quantiles))
+    return out, None
+
+
+def mean_q(static: Static, out: Array) -> Array:
+    """Expected Q-values `[B, A]` of a ``_forward`` output (what acting is greedy in)."""
+    kind = static.config.distributional
+    if kind == "c51":
+        return jnp.sum(jax.nn.softmax(out, axis=-1) * static.atoms, axis=-1)
+    if kind in ("qr", "iqn"):
+        return jnp.mean(out, axis=1)
+    return out
+
+
+def q_values(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey | None) -> Array:
+    """Expected Q-values `[B, A]`; ``key`` draws IQN's K acting fractions (unused otherwise)."""
+    return mean_q(static, _forward(static, params, obs, key, static.config.iqn_acting_samples)[0])
+
+
+def _epsilon_greedy(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, eps) -> Array:
+    tau_key = None
+    if static.config.distributional == "iqn":  # only IQN draws more: the others keep their streams
+        key, tau_key = jax.random.split(key)
+    return offpolicy.epsilon_greedy(key, q_values(static, params, obs, tau_key), eps)
+
+
+# ---------------------------------------------------------------------------
 # The agent
 
 
@@ -361,18 +376,14 @@ def _optimizer(config: Config, hyper: Hyper) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
 
 
-def epsilon(config: Config, hyper: Hyper, env_steps: Array) -> Array:
-    """Linear decay from eps_start to eps_end over exploration_fraction of training."""
-    duration = hyper.exploration_fraction * config.total_timesteps
-    return offpolicy.linear_schedule(hyper.eps_start, hyper.eps_end, duration, env_steps)
-
-
 def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     """Fresh parameters (target = online), optimizer, empty buffer and envs for one run."""
     key, net_key, env_key = jax.random.split(key, 3)
     obs, env_state = static.env.reset(env_key, static.env_params)
-    params = static.network.init(net_key, obs)
-    opt_state = _optimizer(static.config, hyper).init(params)
+    if static.config.distributional == "iqn":
+        params = static.network.init(net_key, obs, jnp.zeros((obs.shape[0], 1), jnp.float32))
+    else:
+        params = static.network.init(net_key, obs)
     example = replay.Stored(
         obs=obs[0],
         action=jnp.zeros((), jnp.int32),
@@ -381,43 +392,55 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
         truncated=jnp.zeros((), bool),
         next_obs=obs[0],
     )
-    buffer_state = replay.init(static.buffer, example)
-    return State(params, params, opt_state, buffer_state, env_state, obs, key, jnp.int32(0))
+    return State(
+        params=params,
+        target_params=params,
+        opt_state=_optimizer(static.config, hyper).init(params),
+        buffer_state=replay.init(static.buffer, example),
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=jnp.int32(0),
+    )
 
 
 def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
     """Greedy actions for `[B, ...]` observations, or eval_epsilon-greedy ones."""
-    q_values = static.network.apply(params, obs)
     eps = 0.0 if deterministic else static.config.eval_epsilon
-    return epsilon_greedy(key, q_values, eps)
+    return _epsilon_greedy(static, params, obs, key, eps)
 
 
-def collect(static: Static, state: State, eps: Array, key: chex.PRNGKey):
-    """train_frequency epsilon-greedy steps in every env, appended to replay."""
+def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
+    """train_frequency epsilon-greedy steps in every env, appended to replay; also returns epsilon."""
+    config = static.config
+    eps = offpolicy.epsilon(hyper, config.total_timesteps, state.update_idx * config.steps_per_update)
 
     def policy(obs, k):
-        return epsilon_greedy(k, static.network.apply(state.params, obs), eps), None
+        return _epsilon_greedy(static, state.params, obs, k, eps), None
 
     transitions, env_state, obs, episodes = rollout(
-        static.env, static.env_params, policy, state.env_state, state.obs, key,
-        static.config.train_frequency,
+        static.env, static.env_params, policy, state.env_state, state.obs, key, config.train_frequency
     )
-
-    # One write of the whole `[T, B]` rollout as T time steps per env: the
-    # same buffer contents as T calls of `replay.add`, at a third of the cost.
-    per_env = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), replay.stored(transitions))
-    buffer_state = static.buffer.add(state.buffer_state, per_env)
-    return buffer_state, env_state, obs, episodes
+    return eps, replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes
 
 
-def loss(static: Static, params: hk.Params, target_params: hk.Params, sequences: replay.Stored, hyper: Hyper):
+def loss(
+    static: Static,
+    params: hk.Params,
+    target_params: hk.Params,
+    sequences: replay.Stored,
+    hyper: Hyper,
+    key: chex.PRNGKey | None = None,
+):
     """Mean TD loss on sampled sequences (Mnih et al., 2015, eq. 2; double: van Hasselt et al., 2016).
 
     ``y = r + D * Q_target(s'_K, a*)`` with ``a* = argmax_a Q_target(s'_K, a)``, or
     ``argmax_a Q(s'_K, a)`` when double; ``r``, ``D`` and ``s'_K = next_obs[last]`` come from
     ``n_step_transition``. ``L = mean_i loss(y_i - Q(s_i, a_i))`` with ``loss`` ``0.5 x^2``
     (l2) or Huber with delta 1. The paper's ``theta^-`` is ``target_params``; ``y`` carries
-    no gradient.
+    no gradient. Distributional: the same target on distributions, with the cross-entropy
+    of the projected target (c51) or the quantile Huber loss (qr, iqn; kappa 1); ``key``
+    draws IQN's fractions.
 
     Args:
       sequences: `[B, n, ...]` sampled by ``rl.replay.sample``; step 0 is the one learned from.
@@ -425,29 +448,44 @@ def loss(static: Static, params: hk.Params, target_params: hk.Params, sequences:
     Returns:
       ``(loss, {"q_mean": mean Q(s, a) of the batch})``.
     """
+    config = static.config
     first = replay.first(sequences)
     r, discount, last = n_step_transition(sequences, hyper.gamma)
     next_obs = sequences.next_obs[jnp.arange(last.shape[0]), last]  # [B, *obs_shape]
-    q_tm1 = static.network.apply(params, first.obs)
-    q_t_value = static.network.apply(target_params, next_obs)
-    q_t_selector = static.network.apply(params, next_obs) if static.config.double else None
-    td = td_errors(q_tm1, first.action, r, discount, q_t_value, q_t_selector)
-    per_sample = rlax.huber_loss(td, 1.0) if static.config.loss == "huber" else rlax.l2_loss(td)
-    q_taken = jnp.take_along_axis(q_tm1, first.action[:, None], axis=1)
+    keys = jax.random.split(key, 3) if config.distributional == "iqn" else (None, None, None)
+    out_tm1, tau_tm1 = _forward(static, params, first.obs, keys[0], config.quantiles)
+    out_t, _ = _forward(static, target_params, next_obs, keys[1], config.quantiles)
+    selector = _forward(static, params, next_obs, keys[2], config.quantiles)[0] if config.double else None
+    if config.distributional == "off":
+        td = td_errors(out_tm1, first.action, r, discount, out_t, selector)
+        per_sample = rlax.huber_loss(td, 1.0) if config.loss == "huber" else rlax.l2_loss(td)
+    elif config.distributional == "c51":
+        q_t_selector = mean_q(static, out_t if selector is None else selector)
+        atoms = jnp.asarray(static.atoms)
+        per_sample = jax.vmap(rlax.categorical_double_q_learning, (None, 0, 0, 0, 0, None, 0, 0))(
+            atoms, out_tm1, first.action, r, discount, atoms, out_t, q_t_selector
+        )
+    else:  # qr, iqn: quantiles [B, N, A]
+        tau_axis = 0 if config.distributional == "iqn" else None
+        per_sample = jax.vmap(rlax.quantile_q_learning, (0, tau_axis, 0, 0, 0, 0, 0, None))(
+            out_tm1, tau_tm1, first.action, r, discount, out_t if selector is None else selector, out_t, 1.0
+        )
+    q_taken = jnp.take_along_axis(mean_q(static, out_tm1), first.action[:, None], axis=1)
     return jnp.mean(per_sample), {"q_mean": jnp.mean(q_taken)}
 
 
 def learn(static: Static, state: State, buffer_state, hyper: Hyper, key: chex.PRNGKey):
     """gradient_steps minibatch steps, then the (gated) target update."""
     tx = _optimizer(static.config, hyper)
-    grad_fn = jax.value_and_grad(
-        lambda p, seq: loss(static, p, state.target_params, seq, hyper), has_aux=True
-    )
+    grad_fn = jax.value_and_grad(functools.partial(loss, static), has_aux=True)
 
     def step(carry, step_key):
         params, opt_state = carry
+        loss_key = None
+        if static.config.distributional == "iqn":  # only IQN draws more: the others keep their streams
+            step_key, loss_key = jax.random.split(step_key)
         sequences = replay.sample(static.buffer, buffer_state, step_key)
-        (value, metrics), grads = grad_fn(params, sequences)
+        (value, metrics), grads = grad_fn(params, state.target_params, sequences, hyper, loss_key)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"loss": value, **metrics}
 
@@ -462,8 +500,7 @@ def learn(static: Static, state: State, buffer_state, hyper: Hyper, key: chex.PR
 def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str, Array]]:
     """One DQN iteration: collect into replay, then learn once the buffer is warm."""
     key, collect_key, learn_key = jax.random.split(state.key, 3)
-    eps = epsilon(static.config, hyper, state.update_idx * static.config.steps_per_update)
-    buffer_state, env_state, obs, episodes = collect(static, state, eps, collect_key)
+    eps, buffer_state, env_state, obs, episodes = collect(static, state, hyper, collect_key)
 
     def skip(_):
         zero = jnp.float32(0.0)
@@ -475,34 +512,44 @@ def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str,
         skip,
         None,
     )
-    metrics = {**metrics, **episodes.as_metrics(), "epsilon": eps}
     new_state = State(
-        params, target_params, opt_state, buffer_state, env_state, obs, key, state.update_idx + 1
+        params=params,
+        target_params=target_params,
+        opt_state=opt_state,
+        buffer_state=buffer_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=state.update_idx + 1,
     )
-    return new_state, metrics
+    return new_state, {**metrics, **episodes.as_metrics(), "epsilon": eps}
 
 
-def make(config: Config, env: Any, env_params: Any) -> Algorithm:
-    """Build DQN for ``env``: validates ``config`` first, compiles nothing."""
+def network(config: Config, action_space: Any) -> hk.Transformed:
+    """The Q-network of ``config.distributional``: see ``_forward`` for its outputs."""
+    args = (action_space.n, config.hidden_sizes, config.activation, config.layer_norm)
+    if config.distributional == "iqn":
+        return iqn_network(*args, init=config.init, embedding_dim=IQN_EMBEDDING, torso=config.torso)
+    outputs = {"c51": config.num_atoms, "qr": config.quantiles}.get(config.distributional)
+    return q_network(*args, config.dueling, config.init, num_outputs=outputs, torso=config.torso)
+
+
+def build(config: Config, env: Any, env_params: Any) -> Static:
+    """Validate ``config`` for ``env`` and assemble what the pure functions close over."""
     action_space = env.action_space(env_params)
     config.validate(action_space)
+    check_torso(config.torso, env.observation_space(env_params))
     venv = envs.vectorize(env, config.num_envs)
-    network = q_network(
-        action_space.n, config.hidden_sizes, config.activation, config.layer_norm, config.dueling,
-        config.init,
-    )
     with warnings.catch_warnings():  # flashbax announces max_size // num_envs on every build
         warnings.filterwarnings("ignore", message="Setting max_size dynamically")
         buffer = replay.make_buffer(
             config.buffer_size, config.batch_size, config.learning_starts, config.num_envs, config.n_step
         )
-    static = Static(config, venv, env_params, network, buffer)
-    return Algorithm(
-        init=lambda key, hyper: init(static, key, hyper),
-        update=lambda state, hyper: update(static, state, hyper),
-        act=lambda params, obs, key, deterministic=False: act(static, params, obs, key, deterministic),
-        steps_per_update=config.steps_per_update,
-        num_updates=config.num_updates,
-        name="dqn",
-        config=config,
-    )
+    atoms = c51_atoms(config) if config.distributional == "c51" else None
+    return Static(config, venv, env_params, network(config, action_space), buffer, atoms)
+
+
+def make(config: Config, env: Any, env_params: Any) -> Algorithm:
+    """Build DQN for ``env``: validates ``config`` first, compiles nothing."""
+    static = build(config, env, env_params)
+    return bind("dqn", static, init, update, act, config.steps_per_update, config.num_updates)

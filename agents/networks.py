@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import chex
+import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import envs
+from rl.errors import check, one_of
+
+Array = chex.Array
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -17,6 +24,7 @@ ACTIVATIONS = {
     "silu": jax.nn.silu,
     "leaky_relu": jax.nn.leaky_relu,
 }
+MIN_STD = 1e-3  # floor of a state-dependent Gaussian std
 
 
 def orthogonal(scale: float) -> hk.initializers.Initializer:
@@ -28,6 +36,8 @@ def orthogonal(scale: float) -> hk.initializers.Initializer:
 # "lecun_normal" (flax.linen.Dense's default, which CleanRL's JAX agents use;
 # the gain is ignored)
 INITS = ("orthogonal", "lecun_normal")
+ACTIVATION = one_of(ACTIVATIONS)  # the rule of an `activation: Annotated[str, ACTIVATION]` field
+INIT = one_of(INITS)
 
 
 def weight_init(init: str, scale: float) -> hk.initializers.Initializer:
@@ -36,10 +46,16 @@ def weight_init(init: str, scale: float) -> hk.initializers.Initializer:
     return orthogonal(scale)
 
 
+TORSOS = ("mlp", "cnn")
+TORSO = one_of(TORSOS)  # the rule of a `torso: Annotated[str, TORSO]` field
+
+
 class MLP(hk.Module):
     """Flatten, then ``Linear -> activation`` per hidden size (orthogonal, sqrt 2).
 
-    Optional LayerNorm after each linear layer (PQN-style).
+    Optional LayerNorm after each linear layer (PQN-style). With ``torso="cnn"`` an image
+    batch `[B, H, W, C]` first goes through MinAtar's convolution (Young & Tian, 2019: 16
+    filters of 3x3, stride 1, no padding, ReLU) and the MLP reads its flattened output.
     """
 
     def __init__(
@@ -49,15 +65,17 @@ class MLP(hk.Module):
         layer_norm: bool = False,
         name: str | None = None,
         init: str = "orthogonal",
+        torso: str = "mlp",
     ):
         super().__init__(name=name)
         self.init = init
         self.hidden_sizes = tuple(hidden_sizes)
         self.activation = ACTIVATIONS[activation]
         self.layer_norm = layer_norm
+        self.torso = torso
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, features]
+        x = flat_features(x, self.torso, self.init)  # [B, features]
         for size in self.hidden_sizes:
             x = hk.Linear(size, w_init=weight_init(self.init, np.sqrt(2.0)), b_init=jnp.zeros)(x)
             if self.layer_norm:
@@ -66,6 +84,171 @@ class MLP(hk.Module):
         return x
 
 
+def flat_features(obs: jax.Array, torso: str = "mlp", init: str = "orthogonal") -> jax.Array:
+    """`[B, ...]` observations as `[B, features]` f32: flattened, after MinAtar's convolution
+    (16 filters of 3x3, stride 1, no padding, ReLU) when ``torso`` is "cnn"."""
+    x = obs.astype(jnp.float32)
+    if torso == "cnn":
+        conv = hk.Conv2D(16, 3, stride=1, padding="VALID", w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros,
+                         name="conv")
+        x = jax.nn.relu(conv(x))
+    return x.reshape(x.shape[0], -1)
+
+
+def check_torso(torso: str, observation_space: Any) -> None:
+    """ConfigError unless the observations suit ``torso`` (a CNN needs `[H, W, C]` images)."""
+    shape = tuple(getattr(observation_space, "shape", ()))
+    check(
+        torso != "cnn" or len(shape) == 3,
+        "torso",
+        torso,
+        f"cnn needs image observations of shape (H, W, C); this env's are {shape} (use mlp)",
+    )
+
+
 def linear_head(size: int, scale: float, name: str, init: str = "orthogonal") -> hk.Linear:
     """A final layer with (by default) orthogonal init of the given scale and zero bias."""
     return hk.Linear(size, w_init=weight_init(init, scale), b_init=jnp.zeros, name=name)
+
+
+def dueling(value: Array, advantages: Array) -> Array:
+    """Dueling aggregation, eq. 9 of Wang et al. (2016).
+
+    ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``.
+
+    Args:
+      value: `[B]` state values V(s).
+      advantages: `[B, A]` advantages A(s, a).
+
+    Returns:
+      `[B, A]` Q-values; their mean over actions is V(s).
+    """
+    chex.assert_rank([value, advantages], [1, 2])
+    return value[:, None] + advantages - jnp.mean(advantages, axis=-1, keepdims=True)
+
+
+def q_network(
+    num_actions: int,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    layer_norm: bool = False,
+    dueling_head: bool = False,
+    init: str = "orthogonal",
+    num_outputs: int | None = None,
+    torso: str = "mlp",
+) -> hk.Transformed:
+    """An MLP Q-network ``obs[B, ...] -> q[B, num_actions]``.
+
+    With ``num_outputs`` it returns ``[B, num_actions, num_outputs]`` (atom logits of C51,
+    quantiles of QR-DQN) from one linear head of ``num_actions * num_outputs`` units.
+    """
+
+    def forward(obs):
+        features = MLP(hidden_sizes, activation, layer_norm=layer_norm, name="torso", init=init, torso=torso)(obs)
+        if num_outputs is not None:
+            out = linear_head(num_actions * num_outputs, 1.0, name="q_head", init=init)(features)
+            return out.reshape(out.shape[0], num_actions, num_outputs)
+        if dueling_head:
+            value = linear_head(1, 1.0, name="value_head", init=init)(features)[:, 0]
+            return dueling(value, linear_head(num_actions, 1.0, name="advantage_head", init=init)(features))
+        return linear_head(num_actions, 1.0, name="q_head", init=init)(features)
+
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+def cosine_embedding(taus: Array, dim: int) -> Array:
+    """IQN's features of quantile fractions, ``cos(pi i tau)`` for i < dim: `[B, N]` -> `[B, N, dim]`."""
+    return jnp.cos(jnp.pi * jnp.arange(dim, dtype=jnp.float32) * taus[..., None])
+
+
+def iqn_network(
+    num_actions: int,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    layer_norm: bool = False,
+    init: str = "orthogonal",
+    embedding_dim: int = 64,
+    torso: str = "mlp",
+) -> hk.Transformed:
+    """IQN's network (Dabney et al., 2018b, eq. 4): ``(obs[B, ...], taus[B, N]) -> Z_tau [B, N, A]``.
+
+    ``psi(obs)`` is the MLP torso (width H = its last hidden size), ``phi(tau) = ReLU(Linear_H(
+    cosine_embedding(tau)))``, and a ReLU layer of width H then a linear head act on their
+    elementwise product.
+    """
+
+    def forward(obs, taus):
+        psi = MLP(hidden_sizes, activation, layer_norm=layer_norm, name="torso", init=init, torso=torso)(obs)
+        width = psi.shape[-1]
+        phi = jax.nn.relu(
+            hk.Linear(width, w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros, name="tau_embedding")(
+                cosine_embedding(taus, embedding_dim)
+            )
+        )  # [B, N, H]
+        x = psi[:, None, :] * phi
+        x = jax.nn.relu(hk.Linear(width, w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros, name="merge")(x))
+        return linear_head(num_actions, 1.0, name="q_head", init=init)(x)
+
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+def actor_critic(
+    action_space: Any,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    log_std_init: float | None = None,
+    state_dependent_std: bool = False,
+    torso: str = "mlp",
+) -> hk.Transformed:
+    """Separate actor and critic MLPs (as in PureJaxRL/CleanRL): ``obs -> (policy_out, value[B])``.
+
+    ``policy_out`` is the logits for discrete actions, ``(mean, log_std)`` for a Box: the
+    log std a learned state-independent vector (initial ``log_std_init``, default 0), or
+    with ``state_dependent_std`` ``log(softplus(head) + MIN_STD)`` as gymnax-blines.
+    Read it with ``policy_distribution``.
+    """
+    discrete = envs.is_discrete(action_space)
+    action_dim = action_space.n if discrete else int(np.prod(action_space.shape))
+    log_std_init = 0.0 if log_std_init is None else log_std_init
+
+    def forward(obs):
+        actor = MLP(hidden_sizes, activation, name="actor", torso=torso)(obs)
+        out = linear_head(action_dim, 0.01, name="policy_head")(actor)
+        if not discrete and state_dependent_std:
+            std = jax.nn.softplus(linear_head(action_dim, 0.01, name="std_head")(actor)) + MIN_STD
+            out = (out, jnp.log(std))
+        elif not discrete:
+            log_std = hk.get_parameter("log_std", (action_dim,), init=hk.initializers.Constant(log_std_init))
+            out = (out, jnp.broadcast_to(log_std, out.shape))
+        critic = MLP(hidden_sizes, activation, name="critic", torso=torso)(obs)
+        value = linear_head(1, 1.0, name="value_head")(critic)[:, 0]
+        return out, value
+
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+def check_gaussian_options(config: Any, action_space: Any) -> None:
+    """ConfigError unless ``config.log_std_init`` and ``config.state_dependent_std`` (the Gaussian
+    options of ``actor_critic``) fit ``action_space`` and each other."""
+    if envs.is_discrete(action_space):
+        for name, unset in (("log_std_init", None), ("state_dependent_std", False)):
+            check(
+                getattr(config, name) == unset,
+                name,
+                getattr(config, name),
+                "applies to continuous action spaces only; this env's actions are discrete",
+            )
+    check(
+        not (config.state_dependent_std and config.log_std_init is not None),
+        "log_std_init",
+        config.log_std_init,
+        "applies to the state-independent std only; unset it or set state_dependent_std=False",
+    )
+
+
+def policy_distribution(policy_out: Any, discrete: bool) -> distrax.Distribution:
+    """The policy of an ``actor_critic`` output: categorical, or a diagonal Gaussian."""
+    if discrete:
+        return distrax.Categorical(logits=policy_out)
+    mean, log_std = policy_out
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))

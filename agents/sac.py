@@ -27,9 +27,10 @@ Truncation is not termination: ``s'`` is the true successor
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import chex
 import haiku as hk
@@ -37,14 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from gymnax.environments import spaces
 
 import envs
-from agents.networks import ACTIVATIONS, MLP, linear_head
+from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl import offpolicy, replay
-from rl.errors import POSITIVE, UNIT, UNIT_LEFT_OPEN, check, check_field_types, validate_hyper
+from rl.errors import (
+    Count, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, check, validate_config, validate_hyper,
+)
 from rl.rollout import EpisodeStats, env_step, rollout
-from rl.runner import Algorithm
+from rl.runner import Algorithm, bind
 
 Array = chex.Array
 
@@ -53,24 +55,26 @@ Array = chex.Array
 class Config:
     """Shape-setting settings of SAC: changing one recompiles."""
 
-    num_envs: int = 1
+    num_envs: Count = 1
     """parallel environments per run"""
-    total_timesteps: int = 1_000_000
+    total_timesteps: Count = 1_000_000
     """env steps per run (rounded down to whole updates)"""
-    train_frequency: int = 1
+    train_frequency: Count = 1
     """steps taken in each environment per update"""
-    gradient_steps: int = 1
+    gradient_steps: Count = 1
     """gradient steps per update once learning has started"""
-    buffer_size: int = 1_000_000
+    buffer_size: Count = 1_000_000
     """replay capacity in transitions (all envs together; capped at total_timesteps)"""
-    batch_size: int = 256
+    batch_size: Count = 256
     """transitions per gradient step"""
-    learning_starts: int = 5_000
+    learning_starts: NonNegativeCount = 5_000
     """env steps of uniform random actions, and transitions in replay before learning"""
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: Widths = (256, 256)
     """hidden layer widths of the actor and of each critic"""
-    activation: str = "relu"
+    activation: Annotated[str, ACTIVATION] = "relu"
     """hidden activation: one of tanh, relu, gelu, elu, silu, leaky_relu"""
+    torso: Annotated[str, TORSO] = "mlp"
+    """mlp, or cnn for image observations (H, W, C): MinAtar's 16 3x3 filters, then the MLP"""
     autotune: bool = True
     """learn the temperature alpha towards target_entropy (else alpha stays fixed)"""
     target_entropy: float | None = None
@@ -79,9 +83,9 @@ class Config:
     """continuous actions only: lower bound of the Gaussian's log std (CleanRL)"""
     log_std_max: float = 2.0
     """continuous actions only: upper bound of the Gaussian's log std"""
-    noise_exponent: float = 0.0
+    noise_exponent: Annotated[float, Rule(lambda v: v >= 0, "must be >= 0 (0 = white noise), and 0 for discrete actions")] = 0.0
     """continuous actions only: acting noise has power spectrum 1/f^beta: 0 white, 1 pink (Eberhard 2023)"""
-    noise_horizon: int | None = None
+    noise_horizon: Annotated[int | None, Rule(lambda v: v > 0, "must be a positive number of steps, or None for the env's max_steps_in_episode")] = None
     """colored noise only: steps per noise sequence (restarted each episode); None: max episode length"""
 
     @property
@@ -100,8 +104,9 @@ class Config:
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
-        validate_offpolicy(self)
-        discrete = validate_action_space(action_space, allow_discrete=True)
+        validate_config(self)
+        offpolicy.check_replay(self)
+        discrete = offpolicy.check_action_space(action_space, allow_discrete=True)
         if discrete:
             max_entropy = math.log(action_space.n)
             check(
@@ -125,99 +130,11 @@ class Config:
                 f"must be below log_std_max = {self.log_std_max}",
             )
         check(
-            self.noise_exponent >= 0 and (self.noise_exponent == 0 or not discrete),
+            self.noise_exponent == 0 or not discrete,
             "noise_exponent",
             self.noise_exponent,
             "must be >= 0 (0 = white noise), and 0 for discrete actions",
         )
-        check(
-            self.noise_horizon is None or self.noise_horizon > 0,
-            "noise_horizon",
-            self.noise_horizon,
-            "must be a positive number of steps, or None for the env's max_steps_in_episode",
-        )
-
-
-def validate_offpolicy(config: Any) -> None:
-    """Checks shared by the replay-based agents (SAC, TD3): loop lengths and replay sizes."""
-    check_field_types(config)  # types of every field first: range checks rely on them
-    counts = ("num_envs", "total_timesteps", "train_frequency", "gradient_steps", "buffer_size", "batch_size")
-    for name in counts:
-        value = getattr(config, name)
-        check(isinstance(value, int) and value > 0, name, value, "must be a positive integer")
-    check(
-        isinstance(config.learning_starts, int) and config.learning_starts >= 0,
-        "learning_starts",
-        config.learning_starts,
-        "must be a non-negative integer",
-    )
-    check(
-        config.total_timesteps >= config.steps_per_update,
-        "total_timesteps",
-        config.total_timesteps,
-        f"must be at least one update = num_envs * train_frequency = {config.steps_per_update}",
-    )
-    check(
-        config.learning_starts < config.num_updates * config.steps_per_update,
-        "learning_starts",
-        config.learning_starts,
-        f"must be below the {config.num_updates * config.steps_per_update} env steps of training, "
-        "or nothing is learned",
-    )
-    per_env = config.replay_capacity // config.num_envs
-    check(
-        per_env >= max(config.train_frequency, config.learning_starts // config.num_envs, 1),
-        "buffer_size",
-        config.buffer_size,
-        f"must hold at least learning_starts = {config.learning_starts} transitions and one "
-        f"update's num_envs * train_frequency = {config.steps_per_update}",
-    )
-    check(
-        len(config.hidden_sizes) > 0 and all(isinstance(h, int) and h > 0 for h in config.hidden_sizes),
-        "hidden_sizes",
-        config.hidden_sizes,
-        "must be one or more positive integers",
-    )
-    check(
-        config.activation in ACTIVATIONS,
-        "activation",
-        config.activation,
-        f"must be one of {', '.join(ACTIVATIONS)}",
-    )
-
-
-def validate_action_space(action_space: Any, allow_discrete: bool) -> bool:
-    """Whether the actions are discrete; ConfigError for spaces the agent cannot act in."""
-    if envs.is_discrete(action_space):
-        check(
-            allow_discrete,
-            "env",
-            action_space,
-            "has discrete actions; this agent needs a Box action space (use sac or dqn)",
-        )
-        return True
-    check(
-        isinstance(action_space, spaces.Box) and len(action_space.shape) == 1,
-        "env",
-        action_space,
-        "needs a Discrete or a one-dimensional Box action space",
-    )
-    low, high = action_bounds(action_space)
-    check(
-        bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)),
-        "env",
-        action_space,
-        "Box action bounds must be finite with low < high (actions are squashed into them)",
-    )
-    return False
-
-
-def action_bounds(action_space: spaces.Box) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` of a Box action space, each f32[action_dim]."""
-    shape = tuple(action_space.shape)
-    low = np.broadcast_to(np.asarray(action_space.low, np.float32), shape)
-    high = np.broadcast_to(np.asarray(action_space.high, np.float32), shape)
-    return low, high
 
 
 @jax.tree_util.register_dataclass
@@ -225,32 +142,22 @@ def action_bounds(action_space: spaces.Box) -> tuple[np.ndarray, np.ndarray]:
 class Hyper:
     """Traced settings of SAC: a sweep may give each a batch axis."""
 
-    actor_lr: float = 3e-4
+    actor_lr: Positive = 3e-4
     """Adam step size of the actor"""
-    critic_lr: float = 1e-3
+    critic_lr: Positive = 1e-3
     """Adam step size of the critics"""
-    alpha_lr: float = 1e-3
+    alpha_lr: Positive = 1e-3
     """Adam step size of log alpha (autotune only)"""
-    gamma: float = 0.99
+    gamma: Unit = 0.99
     """discount factor"""
-    tau: float = 0.005
+    tau: UnitLeftOpen = 0.005
     """Polyak step of the target critics per gradient step"""
-    alpha: float = 1.0
+    alpha: Positive = 1.0
     """entropy temperature: its initial value with autotune, its fixed value without"""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        validate_hyper(
-            self,
-            {
-                "actor_lr": POSITIVE,
-                "critic_lr": POSITIVE,
-                "alpha_lr": POSITIVE,
-                "gamma": UNIT,
-                "tau": UNIT_LEFT_OPEN,
-                "alpha": POSITIVE,
-            },
-        )
+        validate_hyper(self)
 
 
 class Params(NamedTuple):
@@ -365,12 +272,6 @@ def discrete_soft_value(q: Array, probs: Array, log_probs: Array, alpha) -> Arra
     return jnp.sum(probs * (jnp.min(q, axis=0) - alpha * log_probs), axis=-1)
 
 
-def critic_loss(q_t: Array, y_t: Array) -> Array:
-    """``sum_j mean_b 1/2 (Q_j(s, a) - y)^2`` over the critics: `[C, B]` and `[B]` -> scalar."""
-    chex.assert_rank([q_t, y_t], [2, 1])
-    return jnp.sum(jnp.mean(0.5 * jnp.square(q_t - y_t[None, :]), axis=1))
-
-
 def actor_loss(q_t: Array, log_pi_t: Array, alpha) -> Array:
     """``mean_b [alpha log pi(a~|s) - min_j Q_j(s, a~)]`` (arXiv:1812.05905 eq. 7).
 
@@ -441,7 +342,7 @@ def _networks(config: Config, discrete: bool, action_dim: int) -> tuple[hk.Trans
     """Actor and twin critics (separate MLPs, orthogonal init as in agents.networks)."""
 
     def actor(obs):
-        h = MLP(config.hidden_sizes, config.activation, name="actor")(obs)
+        h = MLP(config.hidden_sizes, config.activation, name="actor", torso=config.torso)(obs)
         if discrete:
             return linear_head(action_dim, 0.01, name="logits")(h)
         mean = linear_head(action_dim, 0.01, name="mean")(h)
@@ -450,14 +351,14 @@ def _networks(config: Config, discrete: bool, action_dim: int) -> tuple[hk.Trans
         return mean, lo + 0.5 * (hi - lo) * (log_std + 1.0)  # squash into [lo, hi] (CleanRL)
 
     def critic(obs, action=None):
-        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
-        if not discrete:
-            x = jnp.concatenate([x, action.astype(jnp.float32)], axis=-1)
+        def q_input(j):  # each critic has its own convolution (with torso=cnn)
+            with hk.name_scope(f"q{j}_features"):
+                x = flat_features(obs, config.torso)
+            return x if discrete else jnp.concatenate([x, action.astype(jnp.float32)], axis=-1)
+
         out = action_dim if discrete else 1
         qs = [
-            linear_head(out, 1.0, name=f"q{j}_head")(
-                MLP(config.hidden_sizes, config.activation, name=f"q{j}")(x)
-            )
+            linear_head(out, 1.0, name=f"q{j}_head")(MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j)))
             for j in (1, 2)
         ]
         q = jnp.stack(qs)  # [2, B, out]
@@ -492,8 +393,7 @@ def _random_action(static: Static, key: chex.PRNGKey, num: int) -> Array:
     """Uniform actions over the action space, `[num, ...]`."""
     if static.discrete:
         return jax.random.randint(key, (num,), 0, static.action_dim)
-    low, high = static.action_low[None, :], static.action_high[None, :]
-    return low + (high - low) * jax.random.uniform(key, (num, static.action_dim), jnp.float32)
+    return offpolicy.uniform_box(key, num, static.action_low, static.action_high)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,11 +408,11 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     actor_params = static.actor.init(actor_key, obs)
     critic_params = static.critic.init(critic_key, obs, None if static.discrete else action)
     log_alpha = jnp.log(jnp.asarray(hyper.alpha, jnp.float32))
-    params = Params(actor_params, critic_params, critic_params, log_alpha)
+    params = Params(actor=actor_params, critic=critic_params, target_critic=critic_params, log_alpha=log_alpha)
     opt_state = OptState(
-        optax.adam(hyper.actor_lr).init(actor_params),
-        optax.adam(hyper.critic_lr).init(critic_params),
-        optax.adam(hyper.alpha_lr).init(log_alpha),
+        actor=optax.adam(hyper.actor_lr).init(actor_params),
+        critic=optax.adam(hyper.critic_lr).init(critic_params),
+        alpha=optax.adam(hyper.alpha_lr).init(log_alpha),
     )
     example = replay.Stored(obs[0], action[0], jnp.float32(0.0), jnp.bool_(False), jnp.bool_(False), obs[0])
     buffer_state = replay.init(static.buffer, example)
@@ -520,7 +420,10 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     if static.noise_horizon:
         key, noise_key = jax.random.split(key)
         noise = _fresh_noise(static, noise_key, obs.shape[0])
-    return State(params, opt_state, buffer_state, env_state, obs, key, jnp.int32(0), noise)
+    return State(
+        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
+        update_idx=jnp.int32(0), noise=noise,
+    )
 
 
 def _fresh_noise(static: Static, key: chex.PRNGKey, num_envs: int) -> ColoredNoise:
@@ -544,7 +447,7 @@ def advance_noise(static: Static, noise: ColoredNoise, done: Array, key: chex.PR
     return ColoredNoise(sequences, jnp.where(restart, 0, t))
 
 
-def collect(static: Static, state: State, key: chex.PRNGKey):
+def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
     """train_frequency steps in every env, stored in replay.
 
     Returns ``(buffer_state, env_state, obs, episode_stats, noise)``.
@@ -561,7 +464,7 @@ def collect(static: Static, state: State, key: chex.PRNGKey):
     transitions, env_state, obs, episodes = rollout(
         static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.train_frequency
     )
-    return add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes, None
+    return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes, None
 
 
 def _collect_colored(static: Static, state: State, key: chex.PRNGKey, explore: Array):
@@ -584,12 +487,7 @@ def _collect_colored(static: Static, state: State, key: chex.PRNGKey, explore: A
     keys = jax.random.split(key, static.config.train_frequency)
     carry = (state.env_state, state.obs, state.noise, EpisodeStats.zero())
     (env_state, obs, noise, episodes), transitions = jax.lax.scan(step, carry, keys)
-    return add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes, noise
-
-
-def add_rollout(buffer, buffer_state, transitions):
-    """Store a `[T, B]` rollout: each env's T steps are appended to its own time series."""
-    return buffer.add(buffer_state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), replay.stored(transitions)))
+    return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes, noise
 
 
 def _critic_target(static: Static, params: Params, batch: replay.Stored, key, alpha, gamma) -> Array:
@@ -611,7 +509,7 @@ def _critic_objective(static: Static, critic_params, batch: replay.Stored, y: Ar
         q = jnp.sum(q_all * jax.nn.one_hot(batch.action, static.action_dim)[None], axis=-1)  # [2, B]
     else:
         q = static.critic.apply(critic_params, batch.obs, batch.action)
-    return critic_loss(q, y), jnp.mean(q[0])
+    return offpolicy.critic_loss(q, y), jnp.mean(q[0])
 
 
 def _actor_objective(static: Static, actor_params, critic_params, obs: Array, key, alpha):
@@ -665,11 +563,11 @@ def gradient_step(
         "q_mean": q_mean,
         "entropy": entropy,
     }
-    params = Params(actor, critic, target_critic, log_alpha)
-    return params, OptState(actor_opt, critic_opt, alpha_opt), metrics
+    params = Params(actor=actor, critic=critic, target_critic=target_critic, log_alpha=log_alpha)
+    return params, OptState(actor=actor_opt, critic=critic_opt, alpha=alpha_opt), metrics
 
 
-def learn(static: Static, params: Params, opt_state: OptState, buffer_state, key, hyper: Hyper):
+def learn(static: Static, params: Params, opt_state: OptState, buffer_state, hyper: Hyper, key: chex.PRNGKey):
     """gradient_steps steps on fresh replay samples; returns mean metrics."""
 
     def step(carry, step_key):
@@ -684,48 +582,37 @@ def learn(static: Static, params: Params, opt_state: OptState, buffer_state, key
     return params, opt_state, jax.tree.map(jnp.mean, metrics)
 
 
-def learn_when_ready(learn_fn, ready: Array, params, opt_state, *args):
-    """``learn_fn(params, opt_state, *args)`` if ``ready`` else unchanged with zero metrics.
-
-    A ``lax.cond``: the skipped branch costs nothing when called as is; under the
-    runner's vmap over runs the predicate is batched, so both branches run and a
-    select keeps one (the learning before ``learning_starts`` is thrown away).
-    """
-
-    def skip(params, opt_state, *args):
-        shapes = jax.eval_shape(learn_fn, params, opt_state, *args)[2]
-        return params, opt_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    return jax.lax.cond(ready, learn_fn, skip, params, opt_state, *args)
-
-
 def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str, Array]]:
     """One SAC iteration: collect into replay, then learn once replay is ready."""
     key, collect_key, learn_key = jax.random.split(state.key, 3)
-    buffer_state, env_state, obs, episodes, noise = collect(static, state, collect_key)
-    params, opt_state, metrics = learn_when_ready(
-        lambda p, o, b, k: learn(static, p, o, b, k, hyper),
+    buffer_state, env_state, obs, episodes, noise = collect(static, state, hyper, collect_key)
+    params, opt_state, metrics = offpolicy.learn_when_ready(
+        functools.partial(learn, static),
         static.buffer.can_sample(buffer_state),
         state.params,
         state.opt_state,
         buffer_state,
+        hyper,
         learn_key,
     )
-    metrics.update(episodes.as_metrics())
-    new_state = State(params, opt_state, buffer_state, env_state, obs, key, state.update_idx + 1, noise)
-    return new_state, metrics
+    new_state = State(
+        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
+        update_idx=state.update_idx + 1, noise=noise,
+    )
+    return new_state, {**metrics, **episodes.as_metrics()}
 
 
 def build(config: Config, env: Any, env_params: Any) -> Static:
     """Validate ``config`` for ``env`` and assemble what the pure functions close over."""
     action_space = env.action_space(env_params)
     config.validate(action_space)
+    check_torso(config.torso, env.observation_space(env_params))
     discrete = envs.is_discrete(action_space)
     if discrete:
         action_dim, low, high = int(action_space.n), None, None
         default_entropy = 0.98 * math.log(action_dim)
     else:
-        low, high = action_bounds(action_space)
+        low, high = offpolicy.action_bounds(action_space)
         action_dim, default_entropy = int(low.shape[0]), -float(low.shape[0])
     target_entropy = default_entropy if config.target_entropy is None else float(config.target_entropy)
     actor, critic = _networks(config, discrete, action_dim)
@@ -751,12 +638,4 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
 def make(config: Config, env: Any, env_params: Any) -> Algorithm:
     """Build SAC for ``env``: validates ``config`` first, compiles nothing."""
     static = build(config, env, env_params)
-    return Algorithm(
-        init=lambda key, hyper: init(static, key, hyper),
-        update=lambda state, hyper: update(static, state, hyper),
-        act=lambda params, obs, key, deterministic=False: act(static, params, obs, key, deterministic),
-        steps_per_update=config.steps_per_update,
-        num_updates=config.num_updates,
-        name="sac",
-        config=config,
-    )
+    return bind("sac", static, init, update, act, config.steps_per_update, config.num_updates)

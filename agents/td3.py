@@ -23,8 +23,9 @@ and the bootstrap is cut only where ``terminated``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import chex
 import haiku as hk
@@ -34,19 +35,13 @@ import numpy as np
 import optax
 
 import envs
-from agents.networks import MLP, linear_head
-from agents.sac import (
-    action_bounds,
-    add_rollout,
-    critic_loss,
-    learn_when_ready,
-    validate_action_space,
-    validate_offpolicy,
-)
+from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl import offpolicy, replay
-from rl.errors import NON_NEGATIVE, POSITIVE, UNIT, UNIT_LEFT_OPEN, check, validate_hyper
+from rl.errors import (
+    Count, NonNegative, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, validate_config, validate_hyper,
+)
 from rl.rollout import rollout
-from rl.runner import Algorithm
+from rl.runner import Algorithm, bind
 
 Array = chex.Array
 
@@ -55,28 +50,30 @@ Array = chex.Array
 class Config:
     """Shape-setting settings of TD3: changing one recompiles."""
 
-    num_envs: int = 1
+    num_envs: Count = 1
     """parallel environments per run"""
-    total_timesteps: int = 1_000_000
+    total_timesteps: Count = 1_000_000
     """env steps per run (rounded down to whole updates)"""
-    train_frequency: int = 1
+    train_frequency: Count = 1
     """steps taken in each environment per update"""
-    gradient_steps: int = 1
+    gradient_steps: Count = 1
     """gradient steps (critic updates) per update once learning has started"""
-    buffer_size: int = 1_000_000
+    buffer_size: Count = 1_000_000
     """replay capacity in transitions (all envs together; capped at total_timesteps)"""
-    batch_size: int = 256
+    batch_size: Count = 256
     """transitions per gradient step"""
-    learning_starts: int = 25_000
+    learning_starts: NonNegativeCount = 25_000
     """env steps of uniform random actions, and transitions in replay before learning"""
-    policy_frequency: int = 2
+    policy_frequency: Annotated[int, Rule(lambda v: v > 0, "must be a positive integer (1 updates the actor at every critic update)")] = 2
     """update the actor and the targets every this many critic updates (TD3's delay d)"""
     twin_critics: bool = True
     """two critics and the min of their targets (clipped double Q); False: one critic (DDPG)"""
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: Widths = (256, 256)
     """hidden layer widths of the actor and of each critic"""
-    activation: str = "relu"
+    activation: Annotated[str, ACTIVATION] = "relu"
     """hidden activation: one of tanh, relu, gelu, elu, silu, leaky_relu"""
+    torso: Annotated[str, TORSO] = "mlp"
+    """mlp, or cnn for image observations (H, W, C): MinAtar's 16 3x3 filters, then the MLP"""
 
     @property
     def steps_per_update(self) -> int:
@@ -98,14 +95,9 @@ class Config:
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
-        validate_offpolicy(self)
-        check(
-            isinstance(self.policy_frequency, int) and self.policy_frequency > 0,
-            "policy_frequency",
-            self.policy_frequency,
-            "must be a positive integer (1 updates the actor at every critic update)",
-        )
-        validate_action_space(action_space, allow_discrete=False)
+        validate_config(self)
+        offpolicy.check_replay(self)
+        offpolicy.check_action_space(action_space, allow_discrete=False)
 
 
 @jax.tree_util.register_dataclass
@@ -113,35 +105,24 @@ class Config:
 class Hyper:
     """Traced settings of TD3: a sweep may give each a batch axis."""
 
-    actor_lr: float = 3e-4
+    actor_lr: Positive = 3e-4
     """Adam step size of the actor"""
-    critic_lr: float = 3e-4
+    critic_lr: Positive = 3e-4
     """Adam step size of the critics"""
-    gamma: float = 0.99
+    gamma: Unit = 0.99
     """discount factor"""
-    tau: float = 0.005
+    tau: UnitLeftOpen = 0.005
     """Polyak step of the target networks per actor update"""
-    exploration_noise: float = 0.1
+    exploration_noise: NonNegative = 0.1
     """std of the Gaussian exploration noise, as a fraction of half the action range"""
-    policy_noise: float = 0.2
+    policy_noise: NonNegative = 0.2
     """std of the target policy smoothing noise (fraction of half the range); 0 turns it off"""
-    noise_clip: float = 0.5
+    noise_clip: NonNegative = 0.5
     """the smoothing noise is clipped to +-noise_clip (fraction of half the range)"""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values outside their range (any shape)."""
-        validate_hyper(
-            self,
-            {
-                "actor_lr": POSITIVE,
-                "critic_lr": POSITIVE,
-                "gamma": UNIT,
-                "tau": UNIT_LEFT_OPEN,
-                "exploration_noise": NON_NEGATIVE,
-                "policy_noise": NON_NEGATIVE,
-                "noise_clip": NON_NEGATIVE,
-            },
-        )
+        validate_hyper(self)
 
 
 class Params(NamedTuple):
@@ -228,17 +209,18 @@ def _networks(config: Config, low: np.ndarray, high: np.ndarray) -> tuple[hk.Tra
     action_dim = int(low.shape[0])
 
     def actor(obs):
-        h = MLP(config.hidden_sizes, config.activation, name="actor")(obs)
+        h = MLP(config.hidden_sizes, config.activation, name="actor", torso=config.torso)(obs)
         u = jnp.tanh(linear_head(action_dim, 0.01, name="mu")(h))
         return ((high + low) / 2.0)[None, :] + ((high - low) / 2.0)[None, :] * u
 
     def critic(obs, action):
-        flat_obs = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
-        x = jnp.concatenate([flat_obs, action.astype(jnp.float32)], axis=-1)
+        def q_input(j):  # each critic has its own convolution (with torso=cnn)
+            with hk.name_scope(f"q{j}_features"):
+                x = flat_features(obs, config.torso)
+            return jnp.concatenate([x, action.astype(jnp.float32)], axis=-1)
+
         qs = [
-            linear_head(1, 1.0, name=f"q{j}_head")(
-                MLP(config.hidden_sizes, config.activation, name=f"q{j}")(x)
-            )
+            linear_head(1, 1.0, name=f"q{j}_head")(MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j)))
             for j in range(1, config.num_critics + 1)
         ]
         return jnp.stack(qs)[..., 0]  # [C, B]
@@ -256,11 +238,6 @@ def act(static: Static, params: Params, obs: Array, key: chex.PRNGKey, determini
     return static.actor.apply(params.actor, obs)
 
 
-def _random_action(static: Static, key: chex.PRNGKey, num: int) -> Array:
-    low, high = static.action_low[None, :], static.action_high[None, :]
-    return low + (high - low) * jax.random.uniform(key, (num, low.shape[1]), jnp.float32)
-
-
 # --------------------------------------------------------------------------------------------
 # One iteration
 
@@ -272,16 +249,19 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     action = jnp.zeros((obs.shape[0],) + static.action_low.shape, jnp.float32)
     actor_params = static.actor.init(actor_key, obs)
     critic_params = static.critic.init(critic_key, obs, action)
-    params = Params(actor_params, critic_params, actor_params, critic_params)
+    params = Params(actor=actor_params, critic=critic_params, target_actor=actor_params, target_critic=critic_params)
     opt_state = OptState(
-        optax.adam(hyper.actor_lr).init(actor_params), optax.adam(hyper.critic_lr).init(critic_params)
+        actor=optax.adam(hyper.actor_lr).init(actor_params), critic=optax.adam(hyper.critic_lr).init(critic_params)
     )
     example = replay.Stored(obs[0], action[0], jnp.float32(0.0), jnp.bool_(False), jnp.bool_(False), obs[0])
     buffer_state = replay.init(static.buffer, example)
-    return State(params, opt_state, buffer_state, env_state, obs, key, jnp.int32(0), jnp.int32(0))
+    return State(
+        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
+        update_idx=jnp.int32(0), critic_updates=jnp.int32(0),
+    )
 
 
-def collect(static: Static, state: State, key: chex.PRNGKey, hyper: Hyper):
+def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
     """train_frequency noisy-policy steps in every env, stored in replay."""
     explore = state.update_idx * static.config.steps_per_update < static.config.learning_starts
 
@@ -291,12 +271,12 @@ def collect(static: Static, state: State, key: chex.PRNGKey, hyper: Hyper):
             noise_key, act(static, state.params, obs, k), hyper.exploration_noise,
             static.action_low[None, :], static.action_high[None, :],
         )
-        return jnp.where(explore, _random_action(static, random_key, obs.shape[0]), action), None
+        return jnp.where(explore, offpolicy.uniform_box(random_key, obs.shape[0], static.action_low, static.action_high), action), None
 
     transitions, env_state, obs, episodes = rollout(
         static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.train_frequency
     )
-    return add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes
+    return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes
 
 
 def _critic_update(
@@ -313,7 +293,7 @@ def _critic_update(
 
     def objective(critic_params):
         q = static.critic.apply(critic_params, batch.obs, batch.action)
-        return critic_loss(q, y), jnp.mean(q[0])
+        return offpolicy.critic_loss(q, y), jnp.mean(q[0])
 
     (loss, q_mean), grads = jax.value_and_grad(objective, has_aux=True)(params.critic)
     updates, critic_opt = optax.adam(hyper.critic_lr).update(grads, opt_state.critic)
@@ -332,10 +312,10 @@ def _actor_update(static: Static, params: Params, opt_state: OptState, obs: Arra
     updates, actor_opt = optax.adam(hyper.actor_lr).update(grads, opt_state.actor)
     actor = optax.apply_updates(params.actor, updates)
     params = Params(
-        actor,
-        params.critic,
-        offpolicy.polyak(actor, params.target_actor, hyper.tau),
-        offpolicy.polyak(params.critic, params.target_critic, hyper.tau),
+        actor=actor,
+        critic=params.critic,
+        target_actor=offpolicy.polyak(actor, params.target_actor, hyper.tau),
+        target_critic=offpolicy.polyak(params.critic, params.target_critic, hyper.tau),
     )
     return params, opt_state._replace(actor=actor_opt), loss
 
@@ -355,7 +335,7 @@ def gradient_step(static: Static, params, opt_state, step: Array, batch: replay.
     return params, opt_state, metrics
 
 
-def learn(static: Static, params: Params, opt_state: OptState, buffer_state, step: Array, key, hyper: Hyper):
+def learn(static: Static, params: Params, opt_state: OptState, buffer_state, step: Array, hyper: Hyper, key):
     """gradient_steps steps on fresh replay samples; returns mean metrics."""
 
     def body(carry, step_key):
@@ -373,29 +353,37 @@ def learn(static: Static, params: Params, opt_state: OptState, buffer_state, ste
 def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str, Array]]:
     """One TD3 iteration: collect into replay, then learn once replay is ready."""
     key, collect_key, learn_key = jax.random.split(state.key, 3)
-    buffer_state, env_state, obs, episodes = collect(static, state, collect_key, hyper)
+    buffer_state, env_state, obs, episodes = collect(static, state, hyper, collect_key)
     ready = static.buffer.can_sample(buffer_state)
-    params, opt_state, metrics = learn_when_ready(
-        lambda p, o, b, k: learn(static, p, o, b, state.critic_updates, k, hyper),
+    params, opt_state, metrics = offpolicy.learn_when_ready(
+        functools.partial(learn, static),
         ready,
         state.params,
         state.opt_state,
         buffer_state,
+        state.critic_updates,
+        hyper,
         learn_key,
     )
-    metrics.update(episodes.as_metrics())
-    critic_updates = state.critic_updates + jnp.where(ready, static.config.gradient_steps, 0)
     new_state = State(
-        params, opt_state, buffer_state, env_state, obs, key, state.update_idx + 1, critic_updates
+        params=params,
+        opt_state=opt_state,
+        buffer_state=buffer_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=state.update_idx + 1,
+        critic_updates=state.critic_updates + jnp.where(ready, static.config.gradient_steps, 0),
     )
-    return new_state, metrics
+    return new_state, {**metrics, **episodes.as_metrics()}
 
 
 def build(config: Config, env: Any, env_params: Any) -> Static:
     """Validate ``config`` for ``env`` and assemble what the pure functions close over."""
     action_space = env.action_space(env_params)
     config.validate(action_space)
-    low, high = action_bounds(action_space)
+    check_torso(config.torso, env.observation_space(env_params))
+    low, high = offpolicy.action_bounds(action_space)
     actor, critic = _networks(config, low, high)
     buffer = replay.make_buffer(
         config.replay_capacity, config.batch_size, config.learning_starts, config.num_envs
@@ -407,12 +395,4 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
 def make(config: Config, env: Any, env_params: Any, name: str = "td3") -> Algorithm:
     """Build TD3 (or DDPG, see ``agents.ddpg``) for ``env``: validates ``config``, compiles nothing."""
     static = build(config, env, env_params)
-    return Algorithm(
-        init=lambda key, hyper: init(static, key, hyper),
-        update=lambda state, hyper: update(static, state, hyper),
-        act=lambda params, obs, key, deterministic=False: act(static, params, obs, key, deterministic),
-        steps_per_update=config.steps_per_update,
-        num_updates=config.num_updates,
-        name=name,
-        config=config,
-    )
+    return bind(name, static, init, update, act, config.steps_per_update, config.num_updates)

@@ -10,6 +10,7 @@ assignment to actions, truncation bootstrapping, continuous actions). Ids and an
   Probe-ActionReward-v0      one-hot(bit)   1 step, r = +-1 (a == bit)   pi(obs) = bit
   Probe-Truncation-v0        [0]            r = +1, truncated at t = 5   V = 1 / (1 - gamma)
   Probe-ContinuousAction-v0  ~ U[-1, 1]     1 step, r = -(a - obs)^2     mean action = obs
+  Probe-CoinFlip-v0          [1]            1 step, r = +1 or -1 (p 1/2) V = 0, return law {-1, +1}
 
 All observations are f32; every episode above ends by termination except Probe-Truncation-v0's.
 Envs whose only action does not matter use `Discrete(1)`. Terminating probes set
@@ -223,6 +224,30 @@ class ContinuousActionProbe(ProbeEnv):
         return self._one_step_end(state, reward)
 
 
+class CoinFlipProbe(ProbeEnv):
+    """Probe-CoinFlip-v0: obs [1], one step, reward +1 or -1 with probability 1/2, terminated.
+
+    V = 0, but the return is never 0: its law is 1/2 on -1 and 1/2 on +1 (its quantiles at
+    tau < 1/2 are -1, above 1/2 they are +1). A distributional agent must learn the two
+    outcomes; an agent that learns only the mean sees nothing but 0. The observation is [1],
+    not [0]: an all-zero input leaves a ReLU torso at exactly 0 with zero gradient, and IQN,
+    which multiplies the torso by its tau embedding, could then not depend on tau at all.
+    """
+
+    env_id = "Probe-CoinFlip-v0"
+
+    def _initial_obs(self, key: jax.Array) -> jax.Array:
+        """Always [1]."""
+        del key
+        return jnp.ones((self.obs_dim,), jnp.float32)
+
+    def step_env(
+        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
+    ) -> StepOutput:
+        """Reward +-1 with probability 1/2 each (drawn from the step's key); terminate."""
+        return self._one_step_end(state, jnp.where(jax.random.bernoulli(key), 1.0, -1.0))
+
+
 PROBES: dict[str, type[ProbeEnv]] = {
     cls.env_id: cls
     for cls in (
@@ -232,6 +257,7 @@ PROBES: dict[str, type[ProbeEnv]] = {
         ActionRewardProbe,
         TruncationProbe,
         ContinuousActionProbe,
+        CoinFlipProbe,
     )
 }
 

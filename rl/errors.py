@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable
 
 
 class ConfigError(ValueError):
@@ -74,30 +76,97 @@ def check_field_types(obj: Any) -> None:
         check(ok(value), f.name, value, f"{allowed} (got {type(value).__name__})")
 
 
-# Range rules for ``validate_hyper``: (predicate on a float64 array, what is allowed).
-POSITIVE = (lambda v: v > 0, "must be > 0")
-NON_NEGATIVE = (lambda v: v >= 0, "must be >= 0")
-UNIT = (lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]")
-UNIT_LEFT_OPEN = (lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]")
+# --------------------------------------------------------------------------------------------
+# Rules declared on the fields. A field's annotation carries its rule, e.g.
+#   num_envs: Count = 4                 (Count = Annotated[int, Rule(v > 0, "must be ...")])
+#   gamma: Unit = 0.99
+# and one checker reads them: ``validate_config`` for a Config (static Python values) and
+# ``validate_hyper`` for a Hyper (scalars, or arrays with a sweep's batch axis). Checks that
+# relate several fields (divisibility, action spaces) stay in the Config's ``validate``.
 
 
-def validate_hyper(hyper: Any, rules: dict) -> None:
-    """Check every field of a hyper dataclass against its rule in ``rules``.
+@dataclass(frozen=True)
+class Rule:
+    """A predicate on a field's value and the sentence that says what is allowed."""
+
+    ok: Callable[[Any], Any]  # value -> bool (elementwise on a float64 array for Hyper fields)
+    allowed: str
+
+
+def one_of(choices: Any) -> Rule:
+    """The value must be one of ``choices`` (a collection of strings)."""
+    return Rule(lambda v: v in choices, f"must be one of {', '.join(choices)}")
+
+
+# Rules on numbers: work on Python scalars and, elementwise, on arrays.
+POSITIVE = Rule(lambda v: v > 0, "must be > 0")
+NON_NEGATIVE = Rule(lambda v: v >= 0, "must be >= 0")
+UNIT = Rule(lambda v: (v >= 0) & (v <= 1), "must lie in [0, 1]")
+UNIT_LEFT_OPEN = Rule(lambda v: (v > 0) & (v <= 1), "must lie in (0, 1]")
+
+# Field types with their rule (the type part is what tyro and ``check_field_types`` read).
+Count = Annotated[int, Rule(lambda v: v > 0, "must be a positive integer")]
+NonNegativeCount = Annotated[int, Rule(lambda v: v >= 0, "must be a non-negative integer")]
+Widths = Annotated[
+    tuple[int, ...], Rule(lambda v: len(v) > 0 and all(h > 0 for h in v), "must be one or more positive integers")
+]
+Positive = Annotated[float, POSITIVE]
+NonNegative = Annotated[float, NON_NEGATIVE]
+Unit = Annotated[float, UNIT]
+UnitLeftOpen = Annotated[float, UNIT_LEFT_OPEN]
+
+
+def field_rules(cls: type) -> dict[str, Rule]:
+    """``{field name: Rule}`` for the fields of a dataclass whose annotation carries one."""
+    import dataclasses
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    rules = {}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        # `Count | None` is a Union whose member carries the rule
+        for tp in (hint, *typing.get_args(hint)):
+            for meta in getattr(tp, "__metadata__", ()):
+                if isinstance(meta, Rule):
+                    rules[f.name] = meta
+    return rules
+
+
+def validate_config(config: Any) -> None:
+    """Types of every field first, then each field's declared rule (None skips an optional one)."""
+    check_field_types(config)
+    for name, rule in field_rules(type(config)).items():
+        value = getattr(config, name)
+        if value is not None:
+            check(bool(rule.ok(value)), name, value, rule.allowed)
+
+
+def validate_hyper(hyper: Any) -> None:
+    """Check every field of a Hyper dataclass against its declared rule.
 
     A field may be a scalar or an array (a sweep's batch axis): it must be
     numeric, non-empty and finite, and the rule must hold for every element.
+    Every Hyper field must declare a rule (a missing one is a bug of the agent).
     """
     import dataclasses
 
     import numpy as np
 
+    rules = field_rules(type(hyper))
     for f in dataclasses.fields(hyper):
         raw = getattr(hyper, f.name)
-        ok, allowed = rules[f.name]
+        if f.name not in rules:
+            raise TypeError(f"{type(hyper).__qualname__}.{f.name} declares no Rule in its annotation")
+        rule = rules[f.name]
         try:
             numeric = np.asarray(raw).dtype.kind in "iuf"
         except (TypeError, ValueError):  # e.g. ragged lists
             numeric = False
-        check(numeric, f.name, raw, f"{allowed} (got {type(raw).__name__}, not a number or array of numbers)")
+        check(numeric, f.name, raw, f"{rule.allowed} (got {type(raw).__name__}, not a number or array of numbers)")
         value = np.asarray(raw, dtype=np.float64)
-        check(value.size > 0 and bool(np.all(np.isfinite(value))) and bool(np.all(ok(value))), f.name, raw, allowed)
+        check(
+            value.size > 0 and bool(np.all(np.isfinite(value))) and bool(np.all(rule.ok(value))),
+            f.name,
+            raw,
+            rule.allowed,
+        )

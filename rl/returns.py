@@ -111,3 +111,58 @@ def n_step_targets(
     lam_t = lam_t.at[-1].set(0.0)
     x_t = r_t + g_t * (1.0 - lam_t) * bootstrap_t
     return jax.vmap(_discounted_sum, in_axes=1, out_axes=1)(x_t, g_t * lam_t)
+
+
+def vtrace(
+    r_t: Array,
+    v_t: Array,
+    bootstrap_t: Array,
+    terminated_t: Array,
+    truncated_t: Array,
+    rho_t: Array,
+    gamma: float | Array,
+    lambda_: float | Array = 1.0,
+    clip_rho_threshold: float | Array = 1.0,
+    clip_pg_rho_threshold: float | Array = 1.0,
+) -> tuple[Array, Array]:
+    """V-trace targets and policy-gradient advantages (Espeholt et al., 2018, eq. 1 and 4).
+
+    With ``rho_t = pi(a_t|x_t) / mu(a_t|x_t)``, ``rhobar_t = min(clip_rho_threshold, rho_t)``
+    and ``c_t = lambda * min(1, rho_t)``::
+
+        delta_t = rhobar_t (r_t + gamma (1 - terminated_t) b_t - V(x_t))
+        v_s     = V(x_s) + delta_s + gamma c_s (1 - done_s) (v_{s+1} - V(x_{s+1}))
+        A^pg_t  = min(clip_pg_rho_threshold, rho_t) (r_t + gamma (1 - terminated_t) q_t - V(x_t))
+
+    where ``b_t`` is the value of step t's true successor (``info["final_observation"]`` on
+    truncation) and ``q_t = v_{t+1}`` inside an episode, ``b_t`` at its end and at the
+    rollout's last step. The trace is cut at every episode end (termination or truncation),
+    as in ``gae_advantages``; rlax's ``vtrace_td_error_and_advantage`` reads the next row's
+    target at truncations, so only its ``rlax.vtrace`` errors are used here. With
+    ``rho_t = 1`` (on-policy) ``v_s`` are exactly the targets of ``gae_advantages`` with the
+    same lambda.
+
+    Args:
+      r_t, v_t, bootstrap_t, rho_t: `[T, B]` rewards, values ``V(x_t)``, successor values and
+        importance ratios.
+      terminated_t, truncated_t: `[T, B]` bool.
+      gamma, lambda_, clip_rho_threshold, clip_pg_rho_threshold: scalars (may be traced).
+
+    Returns:
+      ``(v_s, pg_advantages)``, each `[T, B]`, without gradient.
+    """
+    chex.assert_rank([r_t, v_t, bootstrap_t, terminated_t, truncated_t, rho_t], 2)
+    chex.assert_equal_shape([r_t, v_t, bootstrap_t, terminated_t, truncated_t, rho_t])
+    discount_t = gamma * (1.0 - terminated_t.astype(r_t.dtype))
+    done_t = jnp.logical_or(terminated_t, truncated_t)
+    lambda_t = lambda_ * (1.0 - done_t.astype(r_t.dtype))
+
+    def one(v, b, r, d, rho, lam):
+        return rlax.vtrace(v, b, r, d, rho, lam, clip_rho_threshold, stop_target_gradients=True)
+
+    errors = jax.vmap(one, in_axes=1, out_axes=1)(v_t, bootstrap_t, r_t, discount_t, rho_t, lambda_t)
+    v_s = jax.lax.stop_gradient(errors + v_t)
+    next_target = jnp.concatenate([v_s[1:], bootstrap_t[-1:]], axis=0)
+    q_t = jnp.where(done_t, bootstrap_t, next_target)
+    pg_rho = jnp.minimum(clip_pg_rho_threshold, rho_t)
+    return v_s, jax.lax.stop_gradient(pg_rho * (r_t + discount_t * q_t - v_t))

@@ -9,8 +9,8 @@ from absl.testing import parameterized
 
 import envs
 import rl
-from agents import dqn
-from rl import replay, stats
+from agents import dqn, networks
+from rl import offpolicy, replay, stats
 from rl.errors import ConfigError
 
 
@@ -89,7 +89,7 @@ class LeafTest(parameterized.TestCase):
 
     def test_dueling_aggregation(self):
         # V = 2, A = [1, 2, 6] (mean 3): Q = 2 + A - 3 = [0, 1, 5], mean_a Q = V.
-        q = dqn.dueling(jnp.array([2.0]), jnp.array([[1.0, 2.0, 6.0]]))
+        q = networks.dueling(jnp.array([2.0]), jnp.array([[1.0, 2.0, 6.0]]))
         np.testing.assert_allclose(q, [[0.0, 1.0, 5.0]])
         np.testing.assert_allclose(q.mean(-1), [2.0])
 
@@ -110,10 +110,10 @@ class LeafTest(parameterized.TestCase):
 
     def test_epsilon_greedy(self):
         q = jnp.tile(jnp.array([[0.0, 1.0, 0.0]]), (4000, 1))
-        greedy = dqn.epsilon_greedy(jax.random.key(0), q, 0.0)
+        greedy = offpolicy.epsilon_greedy(jax.random.key(0), q, 0.0)
         np.testing.assert_array_equal(greedy, 1)
         # eps = 0.3 with 3 actions: P(a = 1) = 0.7 + 0.3 / 3 = 0.8
-        mixed = dqn.epsilon_greedy(jax.random.key(1), q, 0.3)
+        mixed = offpolicy.epsilon_greedy(jax.random.key(1), q, 0.3)
         assert mixed.dtype == jnp.int32
         np.testing.assert_allclose(np.mean(mixed == 1), 0.8, atol=0.03)
 
@@ -127,7 +127,7 @@ def _make(env_id="Probe-OneStep-v0", **overrides):
 
 
 def _network(config, env, params):
-    return dqn.q_network(env.action_space(params).n, config.hidden_sizes, config.activation,
+    return networks.q_network(env.action_space(params).n, config.hidden_sizes, config.activation,
                          config.layer_norm, config.dueling)
 
 

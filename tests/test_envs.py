@@ -90,7 +90,7 @@ def test_gymnax_ids_make_reset_and_step_under_jit(env_id):
 
 def test_registered_ids_are_gymnax_plus_probes():
     ids = envs.registered_ids()
-    assert len(ids) == 32 and len(set(ids)) == 32
+    assert len(ids) == 33 and len(set(ids)) == 33
     assert ids[:26] == list(gymnax.registered_envs) and ids[26:] == PROBE_IDS
 
 
@@ -100,7 +100,7 @@ def test_unknown_id_names_the_closest_ids():
         envs.make("CartPole-v2")
     with pytest.raises(ValueError, match="Probe-OneStep-v0"):
         envs.make("probe-onestep-v1")
-    with pytest.raises(ValueError, match=r"known ids include: CartPole-v1.*lists all 32"):
+    with pytest.raises(ValueError, match=r"known ids include: CartPole-v1.*lists all 33"):
         envs.make("zzzzzzzz")
 
 

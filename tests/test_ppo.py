@@ -10,7 +10,7 @@ import pytest
 
 import envs
 import rl
-from agents import ppo
+from agents import networks, ppo
 from experiments import presets
 from rl import stats
 from rl.errors import ConfigError
@@ -28,7 +28,7 @@ def _static(env_id="CartPole-v1", config=SMALL):
     space = env.action_space(params)
     discrete = envs.is_discrete(space)
     return ppo.Static(config, envs.vectorize(env, config.num_envs), params,
-                      ppo._network(config, space, discrete), discrete)
+                      ppo.network(config, space), discrete)
 
 
 def _final(result):
@@ -76,7 +76,7 @@ def test_gaussian_policy_heads():
         (mean, log_std), value = static.network.apply(params, jnp.ones((5, 3)))
         assert mean.shape == log_std.shape == (5, 1) and value.shape == (5,)
         std = np.exp(np.asarray(log_std))
-        assert np.all(std >= ppo.MIN_STD * 0.999) if sd else np.allclose(std, 1.0)
+        assert np.all(std >= networks.MIN_STD * 0.999) if sd else np.allclose(std, 1.0)
 
 
 # ---------------------------------------------------------------- probes
@@ -87,7 +87,7 @@ def _probe_values(env_id, obs, seeds, steps=20_000, **hyper):
     algo = _make(env_id, ppo.Config(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4,
                                     total_timesteps=steps, anneal_lr=False))
     result = rl.train(algo, ppo.Hyper(learning_rate=3e-3, ent_coef=0.0, **hyper), seeds=seeds)
-    network = ppo._network(algo.config, *_space(env_id))
+    network = ppo.network(algo.config, _space(env_id)[0])
     policy_out, value = jax.vmap(network.apply, (0, None))(result.params, obs)
     return policy_out, np.asarray(value)
 

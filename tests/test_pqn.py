@@ -10,7 +10,7 @@ from absl.testing import parameterized
 
 import envs
 import rl
-from agents import dqn, pqn
+from agents import networks, pqn
 from rl import stats
 from rl.errors import ConfigError
 
@@ -93,7 +93,7 @@ def _make(env_id="Probe-OneStep-v0", **overrides):
 
 
 def _network(config, env, params):
-    return dqn.q_network(env.action_space(params).n, config.hidden_sizes, config.activation, config.layer_norm)
+    return networks.q_network(env.action_space(params).n, config.hidden_sizes, config.activation, config.layer_norm)
 
 
 def test_loss_matches_numpy():
@@ -107,7 +107,7 @@ def test_loss_matches_numpy():
     )
     online = net.init(jax.random.key(0), batch.obs)
     with jax.numpy_rank_promotion("raise"):
-        got, aux = jax.jit(lambda p, b: pqn.loss(pqn.Static(config, None, None, net), p, b))(online, batch)
+        got, aux = jax.jit(lambda p, b: pqn.loss(pqn.Static(config, None, None, net), p, b, pqn.Hyper()))(online, batch)
     q = np.asarray(net.apply(online, batch.obs))[np.arange(8), batch.action]
     # L = mean 0.5 (G - Q(s, a))^2
     np.testing.assert_allclose(got, np.mean(0.5 * (batch.target - q) ** 2), rtol=1e-5)

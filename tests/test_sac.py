@@ -13,7 +13,7 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import sac
-from rl import stats
+from rl import offpolicy, stats
 from rl.errors import ConfigError
 
 
@@ -122,7 +122,7 @@ class TargetsAndLossesTest(Strict):
         q = jnp.array([[1.0, 3.0], [2.0, 0.0]])
         y = jnp.array([0.0, 1.0])
         # critic: 1/2 mean((1, 2)^2) + 1/2 mean((2, -1)^2) = 1/2 * 2.5 + 1/2 * 2.5 = 2.5
-        np.testing.assert_allclose(sac.critic_loss(q, y), 2.5)
+        np.testing.assert_allclose(offpolicy.critic_loss(q, y), 2.5)
         # actor: mean(alpha log pi - min(Q1, Q2)) = mean(.5 * -1 - 1, .5 * 2 - 0) = mean(-1.5, 1) = -.25
         np.testing.assert_allclose(sac.actor_loss(q, jnp.array([-1.0, 2.0]), 0.5), -0.25)
         # discrete: mean_b sum_a p (alpha log p - min Q) with one state, p = (.5, .5):

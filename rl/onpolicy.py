@@ -1,0 +1,189 @@
+"""What on-policy agents share: rollout batches, learning-rate annealing, advantage
+normalisation, and epochs of shuffled minibatch gradient steps.
+
+PPO, PQN and A2C are each a ``targets`` and a ``loss`` on top of these; an agent
+that learns from one fresh rollout per update needs nothing else from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl.errors import check
+
+Array = chex.Array
+Metrics = dict[str, Array]
+
+
+def check_batches(config: Any) -> None:
+    """The checks that relate a rollout's fields (num_envs, num_steps, num_minibatches,
+    total_timesteps); each field's own rule is checked before, by ``validate_config``."""
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % config.num_minibatches:  # the message lists divisors: build it only when needed
+        check(
+            False,
+            "num_minibatches",
+            config.num_minibatches,
+            f"must divide num_envs * num_steps = {batch_size} (divisors: {_divisors(batch_size)})",
+        )
+    check(
+        config.total_timesteps >= batch_size,
+        "total_timesteps",
+        config.total_timesteps,
+        f"must be at least one update = num_envs * num_steps = {batch_size}",
+    )
+
+
+def _divisors(n: int) -> str:
+    """The first divisors of n, found in O(sqrt n) (n = num_envs * num_steps can be absurd)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    divs = sorted(set(small + [n // d for d in small]))
+    return ", ".join(map(str, divs[:12])) + (", ..." if len(divs) > 12 else "")
+
+
+def flatten_time(batch: Any) -> Any:
+    """Merge the leading `[T, B]` axes of every leaf into one `[T * B]` axis."""
+    return jax.tree.map(lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), batch)
+
+
+def annealed(learning_rate, update_idx: Array, num_updates: int, anneal: bool) -> Array:
+    """``learning_rate`` decayed linearly to 0 over ``num_updates`` when ``anneal``.
+
+    ``update_idx`` is the number of updates already done (0 for the first).
+    """
+    frac = 1.0 - update_idx / num_updates
+    return learning_rate * (frac if anneal else 1.0)
+
+
+def normalize(advantage: Array) -> Array:
+    """Standardise within the batch (mean 0, std 1; eps 1e-8 as in PPO implementations)."""
+    return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+
+def optimizer(max_grad_norm, learning_rate, scale_by: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Global-norm clipping, then ``scale_by`` (Adam, RAdam, ...), then a step of -learning_rate.
+
+    Both ``max_grad_norm`` and ``learning_rate`` may be traced (swept, annealed); the
+    optimizer state does not depend on them, so it is built once with any value.
+    """
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), scale_by, optax.scale(-learning_rate))
+
+
+def gradient_step(
+    loss_fn: Callable[[Any, Any], tuple[Array, Metrics]],
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    batch: Any,
+) -> tuple[Any, Any, Metrics]:
+    """One optimizer step on ``loss_fn(params, batch) -> (loss, metrics)``.
+
+    Returns ``(params, opt_state, metrics)`` with ``loss`` and ``grad_norm`` (before
+    clipping) added to the metrics.
+    """
+    (value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    metrics = {**metrics, "loss": value, "grad_norm": optax.global_norm(grads)}
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def epochs(
+    loss_fn: Callable[[Any, Any], tuple[Array, Metrics]],
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    batch: Any,
+    key: chex.PRNGKey,
+    *,
+    update_epochs: int,
+    num_minibatches: int,
+) -> tuple[Any, Any, Metrics]:
+    """``update_epochs`` passes over ``batch``, each in ``num_minibatches`` shuffled minibatches.
+
+    Args:
+      loss_fn: ``(params, minibatch) -> (loss, metrics)`` for one minibatch.
+      tx: the optimizer; one step per minibatch.
+      batch: a pytree whose leaves share a leading axis of length
+        ``num_minibatches * minibatch_size``.
+      key: one fresh permutation per epoch is drawn from it.
+
+    Returns:
+      ``(params, opt_state, metrics)``, the metrics averaged over every step, with
+      ``loss`` and ``grad_norm`` (the norm before clipping) added.
+    """
+    batch_size = jax.tree.leaves(batch)[0].shape[0]
+    minibatch_size = batch_size // num_minibatches
+
+    def minibatch_step(carry, minibatch):
+        params, opt_state, metrics = gradient_step(loss_fn, tx, *carry, minibatch)
+        return (params, opt_state), metrics
+
+    def epoch(carry, epoch_key):
+        perm = jax.random.permutation(epoch_key, batch_size)
+        minibatches = jax.tree.map(
+            lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
+        )
+        return jax.lax.scan(minibatch_step, carry, minibatches)
+
+    keys = jax.random.split(key, update_epochs)
+    (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), keys)
+    return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+
+def learn(
+    static: Any,
+    state: Any,
+    batch: Any,
+    hyper: Any,
+    key: chex.PRNGKey,
+    *,
+    loss: Callable,
+    optimizer: Callable[[Any, Array], optax.GradientTransformation],
+) -> tuple[Any, Any, Metrics]:
+    """``update_epochs`` passes of ``num_minibatches`` shuffled minibatch steps at the learning
+    rate of this update (``hyper.learning_rate``, annealed when ``static.config.anneal_lr``).
+
+    ``loss(static, params, minibatch, hyper) -> (loss, metrics)`` is the agent's loss and
+    ``optimizer(hyper, learning_rate)`` its optimizer; ``state`` has ``params``,
+    ``opt_state`` and ``update_idx``. Returns ``(params, opt_state, metrics)`` with the
+    learning rate among the metrics.
+    """
+    config = static.config
+    learning_rate = annealed(hyper.learning_rate, state.update_idx, config.num_updates, config.anneal_lr)
+    params, opt_state, metrics = epochs(
+        functools.partial(loss, static, hyper=hyper),
+        optimizer(hyper, learning_rate),
+        state.params,
+        state.opt_state,
+        batch,
+        key,
+        update_epochs=config.update_epochs,
+        num_minibatches=config.num_minibatches,
+    )
+    return params, opt_state, {**metrics, "learning_rate": learning_rate}
+
+
+def update(static: Any, state: Any, hyper: Any, *, collect: Callable, targets: Callable, learn: Callable):
+    """One on-policy iteration: ``collect`` a rollout, compute its ``targets``, ``learn`` from them.
+
+    The agent's functions take the shared argument order: ``collect(static, state, hyper, key)
+    -> (transitions, env_state, obs, episodes)``, ``targets(static, params, transitions, hyper)``,
+    ``learn(static, state, batch, hyper, key) -> (params, opt_state, metrics)``. ``state`` is a
+    NamedTuple with ``params``, ``opt_state``, ``env_state``, ``obs``, ``key`` and ``update_idx``
+    (its other fields are carried over). Returns ``(state, metrics)``.
+    """
+    key, rollout_key, learn_key = jax.random.split(state.key, 3)
+    transitions, env_state, obs, episodes = collect(static, state, hyper, rollout_key)
+    batch = targets(static, state.params, transitions, hyper)
+    params, opt_state, metrics = learn(static, state, batch, hyper, learn_key)
+    new_state = state._replace(
+        params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=state.update_idx + 1
+    )
+    return new_state, {**metrics, **episodes.as_metrics()}

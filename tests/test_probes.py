@@ -1,0 +1,110 @@
+"""The probe matrix: every agent entry x every probe environment, each with its analytic answer.
+
+A new agent is one ``Entry``: the agent's name, config and hyper at probe scale, and how to read
+its value at an observation. The probes (envs/probes.py) and their tolerances are shared; every
+tolerance is half the gap between the right answer and a named wrong one.
+(PPO, DQN, PQN, SAC and TD3 keep their probe tests in their own files, written before this matrix.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import envs
+import rl
+
+pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
+
+
+def _actor_critic_value(module, config, space):
+    net = module.network(config, space)
+    return lambda params, obs: net.apply(params, obs)[1]
+
+
+def _dqn_value(module, config, space):
+    static = module.build(config, *_PROBE_ENV)  # only the network and atoms are read
+    return lambda params, obs: jnp.max(module.q_values(static, params, obs, jax.random.key(0)), axis=-1)
+
+
+_PROBE_ENV = envs.make("Probe-ActionReward-v0")  # any discrete probe: dqn.build only needs a space
+
+
+@dataclass(frozen=True)
+class Entry:
+    agent: str
+    config: dict[str, Any]
+    hyper: dict[str, Any]
+    value: Callable  # (module, config, action_space) -> (params, obs[B, ...]) -> V[B]
+    steps: int  # env steps per probe run (twice this for the truncation probe)
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+DQN_PROBE = dict(num_envs=4, train_frequency=1, buffer_size=1000, batch_size=32, learning_starts=64,
+                 target_update_interval=40, hidden_sizes=(32,), eval_epsilon=0.0, num_atoms=41, num_quantiles=16)
+DQN_HYPER = dict(learning_rate=1e-2, tau=1.0, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3)
+IMPALA_PROBE = dict(num_envs=8, num_steps=16, anneal_lr=False, hidden_sizes=(32,))
+IMPALA_HYPER = dict(learning_rate=3e-3, ent_coef=0.0)
+
+ENTRIES = [
+    Entry("impala", {**IMPALA_PROBE, "policy_lag": 0}, IMPALA_HYPER, _actor_critic_value, 20_000, "impala-lag0"),
+    Entry("impala", {**IMPALA_PROBE, "policy_lag": 3}, IMPALA_HYPER, _actor_critic_value, 20_000, "impala-lag3"),
+    Entry("dqn", {**DQN_PROBE, "distributional": "c51"}, DQN_HYPER, _dqn_value, 4000, "c51"),
+    Entry("dqn", {**DQN_PROBE, "distributional": "qr"}, DQN_HYPER, _dqn_value, 4000, "qr-dqn"),
+    Entry("dqn", {**DQN_PROBE, "distributional": "iqn"}, DQN_HYPER, _dqn_value, 4000, "iqn"),
+]
+IDS = [e.label or e.agent for e in ENTRIES]
+
+
+def train(entry: Entry, env_id: str, seeds, steps: int | None = None, **hyper):
+    """Train ``entry`` on a probe; returns ``(value_fn of one run's params, result)``."""
+    module = agents.get(entry.agent)
+    env, env_params = envs.make(env_id)
+    config = module.Config(**{**entry.config, "total_timesteps": steps or entry.steps})
+    algo = module.make(config, env, env_params)
+    result = rl.train(algo, module.Hyper(**{**entry.hyper, **hyper}), seeds=seeds)
+    value = entry.value(module, config, env.action_space(env_params))
+    return (lambda obs: np.asarray(jax.vmap(value, (0, None))(result.params, jnp.asarray(obs, jnp.float32)))), algo, result
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_one_step_value_is_one(entry, seeds):
+    # r = +1 then termination: V = 1. Wrong answers: 0 (nothing fitted) and, with gamma 0.5,
+    # 1 / (1 - 0.5) = 2 (bootstrapping through the termination). Margin: half the gap, 0.5.
+    v, _, _ = train(entry, "Probe-OneStep-v0", seeds(0), gamma=0.5)
+    np.testing.assert_allclose(v([[0.0]]), 1.0, atol=0.5)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_discount(entry, seeds):
+    # r = 0 then +1 and termination: V([1]) = 1, V([0]) = gamma = 0.5. Wrong answers for V([0]):
+    # 1 (no discount) and 0.25 (discounted twice). Margin: half the gap, 0.125.
+    v, _, _ = train(entry, "Probe-Discount-v0", seeds(0), gamma=0.5)
+    np.testing.assert_allclose(v([[0.0], [1.0]])[0], [0.5, 1.0], atol=0.125)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_truncation_bootstraps(entry, seeds):
+    # r = +1 forever, time limit 5, obs always [0]: V = 1 / (1 - 0.8) = 5 only if truncation
+    # bootstraps. Wrong answer: a learner that took the time limit for termination fits at most
+    # the 5-step return 1 + .8 + .64 + .512 + .41 = 3.36 (less, averaged over the positions).
+    # Margin: half the gap, 0.8.
+    v, _, _ = train(entry, "Probe-Truncation-v0", seeds(0), steps=2 * entry.steps, gamma=0.8)
+    np.testing.assert_allclose(v([[0.0]]), 5.0, atol=0.8)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_action_reward_greedy_action_is_the_bit(entry, seeds):
+    # one step, r = +1 if a == bit else -1: the greedy action must be the bit in both states, for
+    # both seeds (the wrong answer, a policy blind to the observation, gets one of the two wrong).
+    _, algo, result = train(entry, "Probe-ActionReward-v0", seeds(0, 1))
+    obs = jnp.eye(2, dtype=jnp.float32)
+    greedy = jax.vmap(lambda p: algo.act(p, obs, jax.random.key(0), deterministic=True))(result.params)
+    np.testing.assert_array_equal(np.asarray(greedy), [[0, 1], [0, 1]])
