@@ -1,0 +1,57 @@
+"""The networks shared by the agents: the CNN torso option of every agent with an MLP."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import envs
+import rl
+from agents import networks
+from rl.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
+
+# One update of every agent whose networks start with an MLP, on MinAtar's 10x10xC images.
+TINY = {
+    "ppo": dict(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=16),
+    "a2c": dict(num_envs=2, num_steps=4, total_timesteps=8),
+    "impala": dict(num_envs=2, num_steps=4, total_timesteps=8, policy_lag=1),
+    "pqn": dict(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=16),
+    "dqn": dict(num_envs=1, train_frequency=2, total_timesteps=8, learning_starts=2, buffer_size=8, batch_size=2,
+                target_update_interval=2),
+    "sac": dict(num_envs=1, total_timesteps=8, learning_starts=2, buffer_size=8, batch_size=2),
+}
+
+
+def test_flat_features_applies_minatar_convolution():
+    import haiku as hk
+
+    fn = hk.without_apply_rng(hk.transform(lambda x: networks.flat_features(x, "cnn")))
+    x = jnp.ones((3, 10, 10, 4))
+    params = fn.init(jax.random.key(0), x)
+    assert params["conv"]["w"].shape == (3, 3, 4, 16)  # 16 filters of 3x3
+    assert fn.apply(params, x).shape == (3, 8 * 8 * 16)  # stride 1, no padding, flattened
+    plain = hk.without_apply_rng(hk.transform(lambda x: networks.flat_features(x, "mlp")))
+    assert plain.apply(plain.init(jax.random.key(0), x), x).shape == (3, 400) and not plain.init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("agent", sorted(TINY))
+def test_cnn_torso_trains_on_images(agent):
+    module = agents.get(agent)
+    env, params = envs.make("Breakout-MinAtar")
+    algo = module.make(module.Config(torso="cnn", hidden_sizes=(32,), **TINY[agent]), env, params)
+    result = rl.train(algo, module.Hyper(), seeds=[0])
+    names = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+             for path, _ in jax.tree_util.tree_flatten_with_path(result.params)[0]]
+    assert any("conv" in n for n in names), names
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(result.params))
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn", "td3"])
+def test_cnn_torso_needs_image_observations(agent):
+    module = agents.get(agent)
+    env, params = envs.make("Pendulum-v1" if agent == "td3" else "CartPole-v1")
+    with pytest.raises(ConfigError, match=r"torso='cnn' is invalid: cnn needs image observations"):
+        module.make(module.Config(torso="cnn"), env, params)
