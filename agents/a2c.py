@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 import envs
-from agents.networks import ACTIVATION, TORSO, check_torso, actor_critic, check_gaussian_options, policy_distribution
+from agents.networks import ACTIVATION, TORSO, actor_critic, check_gaussian_options, check_torso, policy_distribution
 from rl import onpolicy
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
 from rl.returns import gae_advantages
@@ -167,7 +167,11 @@ def _optimizer(hyper: Hyper, learning_rate: Array) -> optax.GradientTransformati
 def network(config: Config, action_space: Any) -> hk.Transformed:
     """A2C's actor-critic: ``obs -> (policy_out, value)`` (``agents.networks.actor_critic``)."""
     return actor_critic(
-        action_space, config.hidden_sizes, config.activation, config.log_std_init, config.state_dependent_std,
+        action_space,
+        config.hidden_sizes,
+        config.activation,
+        config.log_std_init,
+        config.state_dependent_std,
         config.torso,
     )
 
@@ -183,9 +187,7 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     obs, env_state = static.env.reset(env_key, static.env_params)
     params = static.network.init(net_key, obs)
     opt_state = _optimizer(hyper, jnp.float32(1.0)).init(params)
-    return State(
-        params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=jnp.int32(0)
-    )
+    return State(params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=jnp.int32(0))
 
 
 def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
@@ -201,9 +203,7 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
         dist, value = _policy(static, state.params, obs)
         return dist.sample(seed=k), value
 
-    return rollout(
-        static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.num_steps
-    )
+    return rollout(static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.num_steps)
 
 
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:

@@ -55,10 +55,19 @@ import optax
 import rlax
 
 import envs
-from agents.networks import ACTIVATION, TORSO, check_torso, INIT, iqn_network, q_network
+from agents.networks import ACTIVATION, INIT, TORSO, check_torso, iqn_network, q_network
 from rl import offpolicy, replay
 from rl.errors import (
-    Count, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, check, one_of, validate_config,
+    Count,
+    NonNegativeCount,
+    Positive,
+    Rule,
+    Unit,
+    UnitLeftOpen,
+    Widths,
+    check,
+    one_of,
+    validate_config,
     validate_hyper,
 )
 from rl.rollout import rollout

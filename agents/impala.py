@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 import envs
-from agents.networks import ACTIVATION, TORSO, check_torso, actor_critic, policy_distribution
+from agents.networks import ACTIVATION, TORSO, actor_critic, check_torso, policy_distribution
 from rl import onpolicy
 from rl.errors import Count, NonNegative, NonNegativeCount, Positive, Unit, Widths, validate_config, validate_hyper
 from rl.returns import vtrace
@@ -212,8 +212,16 @@ def loss(static: Static, params: hk.Params, batch: Batch, hyper: Hyper):
     value, bootstrap = value.reshape(shape), jax.lax.stop_gradient(bootstrap.reshape(shape))
     rho = jnp.exp(jax.lax.stop_gradient(log_prob) - batch.behaviour_log_prob)
     v_s, pg_advantage = vtrace(
-        batch.reward, jax.lax.stop_gradient(value), bootstrap, batch.terminated, batch.truncated, rho,
-        hyper.gamma, hyper.vtrace_lambda, hyper.clip_rho_threshold, hyper.clip_pg_rho_threshold,
+        batch.reward,
+        jax.lax.stop_gradient(value),
+        bootstrap,
+        batch.terminated,
+        batch.truncated,
+        rho,
+        hyper.gamma,
+        hyper.vtrace_lambda,
+        hyper.clip_rho_threshold,
+        hyper.clip_pg_rho_threshold,
     )
     policy_loss = -jnp.mean(pg_advantage * log_prob)
     value_loss = jnp.mean(0.5 * jnp.square(v_s - value))
@@ -234,8 +242,11 @@ def learn(static: Static, state: State, batch: Batch, hyper: Hyper, key: chex.PR
     config = static.config
     learning_rate = onpolicy.annealed(hyper.learning_rate, state.update_idx, config.num_updates, config.anneal_lr)
     params, opt_state, metrics = onpolicy.gradient_step(
-        functools.partial(loss, static, hyper=hyper), _optimizer(hyper, learning_rate), state.params,
-        state.opt_state, batch,
+        functools.partial(loss, static, hyper=hyper),
+        _optimizer(hyper, learning_rate),
+        state.params,
+        state.opt_state,
+        batch,
     )
     return params, opt_state, {**metrics, "learning_rate": learning_rate}
 
@@ -244,12 +255,19 @@ def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str,
     """One IMPALA iteration: unroll with the lagged policy, V-trace, one learner step."""
     key, rollout_key, learn_key = jax.random.split(state.key, 3)
     transitions, env_state, obs, episodes = collect(static, state, hyper, rollout_key)
-    params, opt_state, metrics = learn(static, state, targets(static, state.params, transitions, hyper), hyper, learn_key)
+    params, opt_state, metrics = learn(
+        static, state, targets(static, state.params, transitions, hyper), hyper, learn_key
+    )
     behaviour = state.behaviour
     if behaviour is not None:  # the queue moves on: drop the oldest, append the parameters just replaced
         behaviour = jax.tree.map(lambda h, p: jnp.concatenate([h[1:], p[None]]), behaviour, state.params)
     new_state = State(
-        params=params, behaviour=behaviour, opt_state=opt_state, env_state=env_state, obs=obs, key=key,
+        params=params,
+        behaviour=behaviour,
+        opt_state=opt_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
         update_idx=state.update_idx + 1,
     )
     return new_state, {**metrics, **episodes.as_metrics()}

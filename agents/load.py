@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # jax is imported when a run is loaded, so `import agents` stays cheap
     import chex
@@ -100,9 +101,7 @@ def load(
     checkpointer = Checkpointer(ckpt_dir)
     try:
         if checkpointer.latest_step() is None:
-            raise ValueError(
-                f"{str(run_dir)!r} has no checkpoint yet (the run stopped before its first one)"
-            )
+            raise ValueError(f"{str(run_dir)!r} has no checkpoint yet (the run stopped before its first one)")
         keys = jax.numpy.stack([jax.random.key(s) for s in seeds])
         hypers = jax.tree.map(lambda x: np.full((len(seeds),), x, np.float32), hyper)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -136,9 +135,22 @@ def load(
         return policy(params, stats, obs, key, deterministic)
 
     return Loaded(
-        config=config, act=act, hyper=hyper, agent=saved["agent"], env_id=saved["env"], env=env,
-        env_params=env_params, seed=seeds[index], run=index, update=restored.update, params=params,
-        obs_stats=stats, policy=policy, all_params=all_params, all_obs_stats=all_stats, seeds=seeds,
+        config=config,
+        act=act,
+        hyper=hyper,
+        agent=saved["agent"],
+        env_id=saved["env"],
+        env=env,
+        env_params=env_params,
+        seed=seeds[index],
+        run=index,
+        update=restored.update,
+        params=params,
+        obs_stats=stats,
+        policy=policy,
+        all_params=all_params,
+        all_obs_stats=all_stats,
+        seeds=seeds,
     )
 
 
@@ -174,7 +186,8 @@ def _obs_stats(state: Any) -> Any:
     from envs import NormalizeObservationState
 
     found = [
-        x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, NormalizeObservationState))
+        x
+        for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, NormalizeObservationState))
         if isinstance(x, NormalizeObservationState)
     ]
     if not found:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import chex
 import distrax
@@ -89,8 +90,9 @@ def flat_features(obs: jax.Array, torso: str = "mlp", init: str = "orthogonal") 
     (16 filters of 3x3, stride 1, no padding, ReLU) when ``torso`` is "cnn"."""
     x = obs.astype(jnp.float32)
     if torso == "cnn":
-        conv = hk.Conv2D(16, 3, stride=1, padding="VALID", w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros,
-                         name="conv")
+        conv = hk.Conv2D(
+            16, 3, stride=1, padding="VALID", w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros, name="conv"
+        )
         x = jax.nn.relu(conv(x))
     return x.reshape(x.shape[0], -1)
 

@@ -153,9 +153,7 @@ def _optimizer(hyper: Hyper, learning_rate: Array) -> optax.GradientTransformati
     return onpolicy.optimizer(hyper.max_grad_norm, learning_rate, optax.scale_by_radam())
 
 
-def q_lambda_targets(
-    r_t: Array, q_next_t: Array, terminated_t: Array, truncated_t: Array, gamma, lambda_
-) -> Array:
+def q_lambda_targets(r_t: Array, q_next_t: Array, terminated_t: Array, truncated_t: Array, gamma, lambda_) -> Array:
     """Q(lambda) targets of a `[T, B]` rollout (Peng's Q(lambda), as in the paper).
 
     ``G_t = r_t + gamma (1 - terminated_t) [(1 - lambda_t) max_a Q(s'_t, a) + lambda_t G_{t+1}]``
@@ -182,9 +180,7 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     obs, env_state = static.env.reset(env_key, static.env_params)
     params = static.network.init(net_key, obs)
     opt_state = _optimizer(hyper, jnp.float32(1.0)).init(params)
-    return State(
-        params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=jnp.int32(0)
-    )
+    return State(params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=jnp.int32(0))
 
 
 def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
@@ -206,9 +202,7 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
     def policy(obs, k):
         return offpolicy.epsilon_greedy(k, static.network.apply(state.params, obs), eps), None
 
-    return rollout(
-        static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.num_steps
-    )
+    return rollout(static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.num_steps)
 
 
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:

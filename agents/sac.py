@@ -43,7 +43,16 @@ import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl import offpolicy, replay
 from rl.errors import (
-    Count, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, check, validate_config, validate_hyper,
+    Count,
+    NonNegativeCount,
+    Positive,
+    Rule,
+    Unit,
+    UnitLeftOpen,
+    Widths,
+    check,
+    validate_config,
+    validate_hyper,
 )
 from rl.rollout import EpisodeStats, env_step, rollout
 from rl.runner import Algorithm, bind
@@ -83,9 +92,14 @@ class Config:
     """continuous actions only: lower bound of the Gaussian's log std (CleanRL)"""
     log_std_max: float = 2.0
     """continuous actions only: upper bound of the Gaussian's log std"""
-    noise_exponent: Annotated[float, Rule(lambda v: v >= 0, "must be >= 0 (0 = white noise), and 0 for discrete actions")] = 0.0
+    noise_exponent: Annotated[
+        float, Rule(lambda v: v >= 0, "must be >= 0 (0 = white noise), and 0 for discrete actions")
+    ] = 0.0
     """continuous actions only: acting noise has power spectrum 1/f^beta: 0 white, 1 pink (Eberhard 2023)"""
-    noise_horizon: Annotated[int | None, Rule(lambda v: v > 0, "must be a positive number of steps, or None for the env's max_steps_in_episode")] = None
+    noise_horizon: Annotated[
+        int | None,
+        Rule(lambda v: v > 0, "must be a positive number of steps, or None for the env's max_steps_in_episode"),
+    ] = None
     """colored noise only: steps per noise sequence (restarted each episode); None: max episode length"""
 
     @property
@@ -358,7 +372,9 @@ def _networks(config: Config, discrete: bool, action_dim: int) -> tuple[hk.Trans
 
         out = action_dim if discrete else 1
         qs = [
-            linear_head(out, 1.0, name=f"q{j}_head")(MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j)))
+            linear_head(out, 1.0, name=f"q{j}_head")(
+                MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j))
+            )
             for j in (1, 2)
         ]
         q = jnp.stack(qs)  # [2, B, out]
@@ -421,8 +437,14 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
         key, noise_key = jax.random.split(key)
         noise = _fresh_noise(static, noise_key, obs.shape[0])
     return State(
-        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
-        update_idx=jnp.int32(0), noise=noise,
+        params=params,
+        opt_state=opt_state,
+        buffer_state=buffer_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=jnp.int32(0),
+        noise=noise,
     )
 
 
@@ -524,17 +546,15 @@ def _actor_objective(static: Static, actor_params, critic_params, obs: Array, ke
     return actor_loss(q, log_pi, alpha), (log_pi, -jnp.mean(log_pi))
 
 
-def gradient_step(
-    static: Static, params: Params, opt_state: OptState, batch: replay.Stored, key, hyper: Hyper
-):
+def gradient_step(static: Static, params: Params, opt_state: OptState, batch: replay.Stored, key, hyper: Hyper):
     """One update of critics, actor, temperature and target critics on one batch."""
     target_key, actor_key = jax.random.split(key)
     alpha = jnp.exp(params.log_alpha)
     y = _critic_target(static, params, batch, target_key, alpha, hyper.gamma)
 
-    (c_loss, q_mean), grads = jax.value_and_grad(
-        lambda p: _critic_objective(static, p, batch, y), has_aux=True
-    )(params.critic)
+    (c_loss, q_mean), grads = jax.value_and_grad(lambda p: _critic_objective(static, p, batch, y), has_aux=True)(
+        params.critic
+    )
     updates, critic_opt = optax.adam(hyper.critic_lr).update(grads, opt_state.critic)
     critic = optax.apply_updates(params.critic, updates)
 
@@ -596,8 +616,14 @@ def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str,
         learn_key,
     )
     new_state = State(
-        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
-        update_idx=state.update_idx + 1, noise=noise,
+        params=params,
+        opt_state=opt_state,
+        buffer_state=buffer_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=state.update_idx + 1,
+        noise=noise,
     )
     return new_state, {**metrics, **episodes.as_metrics()}
 
@@ -616,9 +642,7 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
         action_dim, default_entropy = int(low.shape[0]), -float(low.shape[0])
     target_entropy = default_entropy if config.target_entropy is None else float(config.target_entropy)
     actor, critic = _networks(config, discrete, action_dim)
-    buffer = replay.make_buffer(
-        config.replay_capacity, config.batch_size, config.learning_starts, config.num_envs
-    )
+    buffer = replay.make_buffer(config.replay_capacity, config.batch_size, config.learning_starts, config.num_envs)
     venv = envs.vectorize(env, config.num_envs, env_params=env_params)
     noise_horizon = 0
     if config.noise_exponent > 0:
@@ -630,7 +654,17 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
         )
         noise_horizon = config.noise_horizon or int(env_params.max_steps_in_episode)
     return Static(
-        config, venv, env_params, buffer, actor, critic, discrete, action_dim, low, high, target_entropy,
+        config,
+        venv,
+        env_params,
+        buffer,
+        actor,
+        critic,
+        discrete,
+        action_dim,
+        low,
+        high,
+        target_entropy,
         noise_horizon,
     )
 

@@ -38,7 +38,16 @@ import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl import offpolicy, replay
 from rl.errors import (
-    Count, NonNegative, NonNegativeCount, Positive, Rule, Unit, UnitLeftOpen, Widths, validate_config, validate_hyper,
+    Count,
+    NonNegative,
+    NonNegativeCount,
+    Positive,
+    Rule,
+    Unit,
+    UnitLeftOpen,
+    Widths,
+    validate_config,
+    validate_hyper,
 )
 from rl.rollout import rollout
 from rl.runner import Algorithm, bind
@@ -64,7 +73,9 @@ class Config:
     """transitions per gradient step"""
     learning_starts: NonNegativeCount = 25_000
     """env steps of uniform random actions, and transitions in replay before learning"""
-    policy_frequency: Annotated[int, Rule(lambda v: v > 0, "must be a positive integer (1 updates the actor at every critic update)")] = 2
+    policy_frequency: Annotated[
+        int, Rule(lambda v: v > 0, "must be a positive integer (1 updates the actor at every critic update)")
+    ] = 2
     """update the actor and the targets every this many critic updates (TD3's delay d)"""
     twin_critics: bool = True
     """two critics and the min of their targets (clipped double Q); False: one critic (DDPG)"""
@@ -220,7 +231,9 @@ def _networks(config: Config, low: np.ndarray, high: np.ndarray) -> tuple[hk.Tra
             return jnp.concatenate([x, action.astype(jnp.float32)], axis=-1)
 
         qs = [
-            linear_head(1, 1.0, name=f"q{j}_head")(MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j)))
+            linear_head(1, 1.0, name=f"q{j}_head")(
+                MLP(config.hidden_sizes, config.activation, name=f"q{j}")(q_input(j))
+            )
             for j in range(1, config.num_critics + 1)
         ]
         return jnp.stack(qs)[..., 0]  # [C, B]
@@ -256,8 +269,14 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     example = replay.Stored(obs[0], action[0], jnp.float32(0.0), jnp.bool_(False), jnp.bool_(False), obs[0])
     buffer_state = replay.init(static.buffer, example)
     return State(
-        params=params, opt_state=opt_state, buffer_state=buffer_state, env_state=env_state, obs=obs, key=key,
-        update_idx=jnp.int32(0), critic_updates=jnp.int32(0),
+        params=params,
+        opt_state=opt_state,
+        buffer_state=buffer_state,
+        env_state=env_state,
+        obs=obs,
+        key=key,
+        update_idx=jnp.int32(0),
+        critic_updates=jnp.int32(0),
     )
 
 
@@ -268,10 +287,15 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
     def policy(obs, k):
         noise_key, random_key = jax.random.split(k)
         action = offpolicy.gaussian_noise(
-            noise_key, act(static, state.params, obs, k), hyper.exploration_noise,
-            static.action_low[None, :], static.action_high[None, :],
+            noise_key,
+            act(static, state.params, obs, k),
+            hyper.exploration_noise,
+            static.action_low[None, :],
+            static.action_high[None, :],
         )
-        return jnp.where(explore, offpolicy.uniform_box(random_key, obs.shape[0], static.action_low, static.action_high), action), None
+        return jnp.where(
+            explore, offpolicy.uniform_box(random_key, obs.shape[0], static.action_low, static.action_high), action
+        ), None
 
     transitions, env_state, obs, episodes = rollout(
         static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.train_frequency
@@ -279,13 +303,15 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
     return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes
 
 
-def _critic_update(
-    static: Static, params: Params, opt_state: OptState, batch: replay.Stored, key, hyper: Hyper
-):
+def _critic_update(static: Static, params: Params, opt_state: OptState, batch: replay.Stored, key, hyper: Hyper):
     """Regress every critic onto the smoothed clipped double-Q target."""
     next_action = smoothed_target_action(
-        key, static.actor.apply(params.target_actor, batch.next_obs), hyper.policy_noise, hyper.noise_clip,
-        static.action_low, static.action_high,
+        key,
+        static.actor.apply(params.target_actor, batch.next_obs),
+        hyper.policy_noise,
+        hyper.noise_clip,
+        static.action_low,
+        static.action_high,
     )
     discount = hyper.gamma * (1.0 - batch.terminated.astype(jnp.float32))
     q_next = static.critic.apply(params.target_critic, batch.next_obs, next_action)
@@ -385,9 +411,7 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
     check_torso(config.torso, env.observation_space(env_params))
     low, high = offpolicy.action_bounds(action_space)
     actor, critic = _networks(config, low, high)
-    buffer = replay.make_buffer(
-        config.replay_capacity, config.batch_size, config.learning_starts, config.num_envs
-    )
+    buffer = replay.make_buffer(config.replay_capacity, config.batch_size, config.learning_starts, config.num_envs)
     venv = envs.vectorize(env, config.num_envs, env_params=env_params)
     return Static(config, venv, env_params, buffer, actor, critic, low, high)
 

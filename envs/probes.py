@@ -98,9 +98,7 @@ class ProbeEnv(environment.Environment[ProbeState, ProbeParams]):
         return _transition(state.obs, state, reward, terminated=jnp.array(True))
 
 
-def _transition(
-    obs: jax.Array, state: ProbeState, reward: jax.Array, terminated: jax.Array
-) -> StepOutput:
+def _transition(obs: jax.Array, state: ProbeState, reward: jax.Array, terminated: jax.Array) -> StepOutput:
     """Advance time, store `obs` and return gymnax's `step_env` 5-tuple (with a `discount` info)."""
     next_state = ProbeState(time=state.time + 1, obs=obs)
     reward = jnp.asarray(reward, jnp.float32)
@@ -113,9 +111,7 @@ class OneStepProbe(ProbeEnv):
 
     env_id = "Probe-OneStep-v0"
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """Reward +1 and terminate."""
         return self._one_step_end(state, jnp.array(1.0))
 
@@ -130,9 +126,7 @@ class ObsRewardProbe(ProbeEnv):
         sign = jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
         return jnp.full((1,), sign, jnp.float32)
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """Reward = obs and terminate."""
         return self._one_step_end(state, state.obs[0])
 
@@ -147,9 +141,7 @@ class DiscountProbe(ProbeEnv):
     obs_low = 0.0
     obs_high = 2.0
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """obs = [time + 1]; reward +1 and terminate on the second step."""
         time = state.time + 1
         second = time >= 2
@@ -175,9 +167,7 @@ class ActionRewardProbe(ProbeEnv):
         bit = jax.random.bernoulli(key).astype(jnp.int32)
         return jax.nn.one_hot(bit, 2, dtype=jnp.float32)
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """+1 for the right guess, -1 otherwise; terminate."""
         bit = jnp.argmax(state.obs)
         reward = jnp.where(jnp.asarray(action) == bit, 1.0, -1.0)
@@ -195,9 +185,7 @@ class TruncationProbe(ProbeEnv):
         """Time limit of 5 steps."""
         return ProbeParams(max_steps_in_episode=5)
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """Reward +1, never terminated (gymnax's time limit truncates)."""
         return _transition(state.obs, state, jnp.array(1.0), terminated=jnp.array(False))
 
@@ -216,9 +204,7 @@ class ContinuousActionProbe(ProbeEnv):
         """Uniform in [-1, 1]."""
         return jax.random.uniform(key, (1,), jnp.float32, -1.0, 1.0)
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """Reward -(action - obs)^2 (summed over the single dimension); terminate."""
         reward = -jnp.sum(jnp.square(jnp.asarray(action, jnp.float32) - state.obs))
         return self._one_step_end(state, reward)
@@ -241,9 +227,7 @@ class CoinFlipProbe(ProbeEnv):
         del key
         return jnp.ones((self.obs_dim,), jnp.float32)
 
-    def step_env(
-        self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams
-    ) -> StepOutput:
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: ProbeParams) -> StepOutput:
         """Reward +-1 with probability 1/2 each (drawn from the step's key); terminate."""
         return self._one_step_end(state, jnp.where(jax.random.bernoulli(key), 1.0, -1.0))
 

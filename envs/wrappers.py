@@ -154,9 +154,7 @@ class EpisodeStatistics(Wrapper):
         self, key: chex.PRNGKey, state: EpisodeStatisticsState, action: Any, params: Any = None
     ) -> tuple[Any, EpisodeStatisticsState, jax.Array, jax.Array, jax.Array, dict]:
         """Step the inner env and accumulate/report the episode's return and length."""
-        obs, env_state, reward, terminated, truncated, info = self._env.step(
-            key, state.env_state, action, params
-        )
+        obs, env_state, reward, terminated, truncated, info = self._env.step(key, state.env_state, action, params)
         chex.assert_rank([reward, terminated, truncated], 0)  # one env: VecEnv goes outside.
         done = jnp.logical_or(terminated, truncated)
         episode_return = state.episode_return + jnp.asarray(reward, jnp.float32)
@@ -245,9 +243,7 @@ class ClipAction(Wrapper):
         super().__init__(env)
         space = env.action_space(env.default_params)
         if not isinstance(space, spaces.Box):
-            raise ValueError(
-                f"ClipAction needs a Box action space, got {space!r}; do not wrap discrete envs"
-            )
+            raise ValueError(f"ClipAction needs a Box action space, got {space!r}; do not wrap discrete envs")
 
     @_jit_method
     def step(self, key: chex.PRNGKey, state: Any, action: jax.Array, params: Any = None) -> tuple:
@@ -329,18 +325,14 @@ class NormalizeObservation(Wrapper):
     def __init__(self, env: Any, clip: float = 10.0, epsilon: float = 1e-8):
         super().__init__(env)
         if not hasattr(env, "num_envs"):
-            raise ValueError(
-                "NormalizeObservation wraps a batched env: use NormalizeObservation(VecEnv(env, n))"
-            )
+            raise ValueError("NormalizeObservation wraps a batched env: use NormalizeObservation(VecEnv(env, n))")
         if clip <= 0 or epsilon <= 0:
             raise ValueError(f"clip and epsilon must be positive, got {clip=}, {epsilon=}")
         self.clip = float(clip)
         self.epsilon = float(epsilon)
 
     @_jit_method
-    def reset(
-        self, key: chex.PRNGKey, params: Any = None
-    ) -> tuple[jax.Array, NormalizeObservationState]:
+    def reset(self, key: chex.PRNGKey, params: Any = None) -> tuple[jax.Array, NormalizeObservationState]:
         """Reset the batch, start statistics from the prior and fold in the first observations."""
         obs, env_state = self._env.reset(key, params)
         self._check_batch(obs)
@@ -355,13 +347,9 @@ class NormalizeObservation(Wrapper):
         return self.normalize(state, obs), state
 
     @_jit_method
-    def step(
-        self, key: chex.PRNGKey, state: NormalizeObservationState, action: Any, params: Any = None
-    ) -> tuple:
+    def step(self, key: chex.PRNGKey, state: NormalizeObservationState, action: Any, params: Any = None) -> tuple:
         """Step the batch, fold the new obs into the statistics, normalise obs and final obs."""
-        obs, env_state, reward, terminated, truncated, info = self._env.step(
-            key, state.env_state, action, params
-        )
+        obs, env_state, reward, terminated, truncated, info = self._env.step(key, state.env_state, action, params)
         self._check_batch(obs)
         state = _update_statistics(state._replace(env_state=env_state), obs)
         final_obs = self.normalize(state, info["final_observation"])
@@ -385,9 +373,7 @@ class NormalizeObservation(Wrapper):
         chex.assert_axis_dimension(obs, 0, self.num_envs)
 
 
-def _update_statistics(
-    state: NormalizeObservationState, obs: jax.Array
-) -> NormalizeObservationState:
+def _update_statistics(state: NormalizeObservationState, obs: jax.Array) -> NormalizeObservationState:
     """Fold a batch obs [B, *obs_shape] into the running mean/var/count (Chan et al., 1979).
 
     With prior (m_a, v_a, n_a) and batch (m_b, v_b, n_b), delta = m_b - m_a, n = n_a + n_b:
@@ -415,9 +401,7 @@ def _lift_rank(stat: jax.Array, ndim: int) -> jax.Array:
 # Convenience
 
 
-def vectorize(
-    env: Any, num_envs: int, *, normalize_obs: bool = False, env_params: Any = None
-) -> Any:
+def vectorize(env: Any, num_envs: int, *, normalize_obs: bool = False, env_params: Any = None) -> Any:
     """Wrap one env for training: ClipAction (Box actions only), EpisodeStatistics, VecEnv,
     then NormalizeObservation if `normalize_obs`.
 

@@ -62,9 +62,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -127,8 +128,9 @@ class Row:
     note: str = ""
 
 
-def _time_compiled(fn: Callable, *args, repeats: int = 1,
-                   clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+def _time_compiled(
+    fn: Callable, *args, repeats: int = 1, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float]:
     """(compile seconds, median run seconds over ``repeats`` calls) of ``jax.jit(fn)(*args)``."""
     t0 = clock()
     compiled = jax.jit(fn).lower(*args).compile()
@@ -144,12 +146,15 @@ def _time_compiled(fn: Callable, *args, repeats: int = 1,
 def _median_train(make_result: Callable[[], object], repeats: int) -> tuple[float, float]:
     """(median compile seconds, median env steps/s) of ``repeats`` library runs (each compiles)."""
     results = [make_result() for _ in range(repeats)]
-    return (float(np.median([r.compile_seconds for r in results])),
-            float(np.median([r.env_steps_per_second for r in results])))
+    return (
+        float(np.median([r.compile_seconds for r in results])),
+        float(np.median([r.env_steps_per_second for r in results])),
+    )
 
 
-def env_ceiling_seconds(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int,
-                        repeats: int = 1) -> tuple[float, float]:
+def env_ceiling_seconds(
+    env_id: str, num_envs: int, steps_per_env: int, num_seeds: int, repeats: int = 1
+) -> tuple[float, float]:
     """(compile s, run s) of random actions in ``num_envs`` envs per seed, same wrappers, no learning."""
     import envs
 
@@ -178,8 +183,9 @@ def env_ceiling_seconds(env_id: str, num_envs: int, steps_per_env: int, num_seed
 def env_ceiling(env_id: str, num_envs: int, steps_per_env: int, num_seeds: int, repeats: int = 1) -> Row:
     """Random actions in ``num_envs`` envs per seed, same wrappers, no learning."""
     compile_s, run_s = env_ceiling_seconds(env_id, num_envs, steps_per_env, num_seeds, repeats)
-    return Row(f"env only ({env_id}, random actions)", num_seeds, compile_s,
-               num_seeds * num_envs * steps_per_env / run_s)
+    return Row(
+        f"env only ({env_id}, random actions)", num_seeds, compile_s, num_seeds * num_envs * steps_per_env / run_s
+    )
 
 
 def ppo_group(args: BenchArgs) -> list[Row]:
@@ -191,14 +197,20 @@ def ppo_group(args: BenchArgs) -> list[Row]:
     from experiments.baselines import purejaxrl_ppo
 
     preset = presets.get("purejaxrl-cartpole")
-    config = dataclasses.replace(ppo.Config(**preset.config),
-                                 total_timesteps=args.total_timesteps or preset.config["total_timesteps"])
+    config = dataclasses.replace(
+        ppo.Config(**preset.config), total_timesteps=args.total_timesteps or preset.config["total_timesteps"]
+    )
     env, env_params = envs.make("CartPole-v1")
     rows = []
     for n in seeds_for(args, "ppo"):
         algo = ppo.make(config, env, env_params)
-        ours = Row("ppo (this library)", n, *_median_train(
-            lambda: rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats))
+        ours = Row(
+            "ppo (this library)",
+            n,
+            *_median_train(
+                lambda: rl.train(algo, ppo.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats
+            ),
+        )
 
         base_cfg = dict(purejaxrl_ppo.CONFIG, TOTAL_TIMESTEPS=config.total_timesteps)
         train_fn, num_updates = purejaxrl_ppo.make_train(base_cfg)
@@ -207,14 +219,17 @@ def ppo_group(args: BenchArgs) -> list[Row]:
         steps = n * num_updates * base_cfg["NUM_ENVS"] * base_cfg["NUM_STEPS"]
         base = Row("ppo (PureJaxRL-style single file)", n, c, steps / r)
 
-        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.num_updates * config.num_steps, n,
-                              args.repeats)
-        ours.note = (f"{ours.steps_per_second / base.steps_per_second:.2f}x baseline, "
-                     f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only")
+        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.num_updates * config.num_steps, n, args.repeats)
+        ours.note = (
+            f"{ours.steps_per_second / base.steps_per_second:.2f}x baseline, "
+            f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
+        )
         base.note = f"{base.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
         rows += [ours, base, ceiling]
         _print_rows(rows[-3:])
     return rows
+
+
 def sweep_group(args: BenchArgs) -> list[Row]:
     """A sweep of N PPO CartPole configurations x 1 seed in one compile vs N separate runs.
 
@@ -230,30 +245,51 @@ def sweep_group(args: BenchArgs) -> list[Row]:
     from experiments import presets
 
     preset = presets.get("purejaxrl-cartpole")
-    config = dataclasses.replace(ppo.Config(**preset.config),
-                                 total_timesteps=args.total_timesteps or preset.config["total_timesteps"])
+    config = dataclasses.replace(
+        ppo.Config(**preset.config), total_timesteps=args.total_timesteps or preset.config["total_timesteps"]
+    )
     hyper = ppo.Hyper(**preset.hyper)
     n = args.sweep_configs
     rates = [float(f"{x:.6g}") for x in np.geomspace(1e-4, 1e-2, n)]
-    res = rl.sweep(ppo, "CartPole-v1", grid={"learning_rate": rates}, seeds=[0], config=config, hyper=hyper,
-                   num_chunks=1, progress=False, verbose=False)
+    res = rl.sweep(
+        ppo,
+        "CartPole-v1",
+        grid={"learning_rate": rates},
+        seeds=[0],
+        config=config,
+        hyper=hyper,
+        num_chunks=1,
+        progress=False,
+        verbose=False,
+    )
     steps = n * config.num_updates * config.batch_size
     sweep_wall = res.compile_seconds + res.run_seconds
     env, env_params = envs.make("CartPole-v1")
     timed = max(1, min(args.sweep_separate, n))
     compile_s = run_s = 0.0
     for lr in rates[:timed]:
-        result = rl.train(ppo.make(config, env, env_params), dataclasses.replace(hyper, learning_rate=lr),
-                          seeds=[0], num_chunks=1)
+        result = rl.train(
+            ppo.make(config, env, env_params), dataclasses.replace(hyper, learning_rate=lr), seeds=[0], num_chunks=1
+        )
         compile_s, run_s = compile_s + result.compile_seconds, run_s + result.run_seconds
     scale = n / timed  # extrapolate the runs not timed from the timed ones' mean
     separate_wall = (compile_s + run_s) * scale
     timed_note = "" if timed == n else f", {timed} timed and x{scale:.1f}"
     rows = [
-        Row(f"ppo sweep: {n} configs x 1 seed, one compile", n, res.compile_seconds, steps / res.run_seconds,
-            f"{sweep_wall:.0f} s compile+run: {separate_wall / sweep_wall:.1f}x faster than {n} separate runs"),
-        Row(f"ppo: {n} separate runs (rl.train each)", 1, compile_s * scale, steps / (run_s * scale),
-            f"{separate_wall:.0f} s compile+run in all{timed_note}"),
+        Row(
+            f"ppo sweep: {n} configs x 1 seed, one compile",
+            n,
+            res.compile_seconds,
+            steps / res.run_seconds,
+            f"{sweep_wall:.0f} s compile+run: {separate_wall / sweep_wall:.1f}x faster than {n} separate runs",
+        ),
+        Row(
+            f"ppo: {n} separate runs (rl.train each)",
+            1,
+            compile_s * scale,
+            steps / (run_s * scale),
+            f"{separate_wall:.0f} s compile+run in all{timed_note}",
+        ),
     ]
     _print_rows(rows)
     return rows
@@ -276,10 +312,16 @@ def dqn_group(args: BenchArgs) -> list[Row]:
     algo = dqn.make(config, env, env_params)
     rows = []
     for n in seeds_for(args, "dqn"):
-        ours = Row("dqn (CleanRL preset)", n, *_median_train(
-            lambda: rl.train(algo, dqn.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats))
-        ceiling = env_ceiling("CartPole-v1", config.num_envs, config.total_timesteps // config.num_envs, n,
-                              args.repeats)
+        ours = Row(
+            "dqn (CleanRL preset)",
+            n,
+            *_median_train(
+                lambda: rl.train(algo, dqn.Hyper(**preset.hyper), seeds=range(n), num_chunks=1), args.repeats
+            ),
+        )
+        ceiling = env_ceiling(
+            "CartPole-v1", config.num_envs, config.total_timesteps // config.num_envs, n, args.repeats
+        )
         ours.note = f"{ours.steps_per_second / ceiling.steps_per_second:.0%} of env-only"
         rows += [ours, ceiling]
         _print_rows(rows[-2:])
@@ -318,8 +360,9 @@ def scale_settings(args: BenchArgs) -> tuple[Any, Any]:
     preset = presets.get("purejaxrl-cartpole")
     config = ppo.Config(**preset.config)
     if args.small_ppo:
-        config = dataclasses.replace(config, **SMALL_PPO,
-                                     total_timesteps=SMALL_PPO_UPDATES * SMALL_PPO["num_envs"] * SMALL_PPO["num_steps"])
+        config = dataclasses.replace(
+            config, **SMALL_PPO, total_timesteps=SMALL_PPO_UPDATES * SMALL_PPO["num_envs"] * SMALL_PPO["num_steps"]
+        )
     else:
         config = dataclasses.replace(config, total_timesteps=SCALE_TIMESTEPS)
     if args.total_timesteps is not None:
@@ -333,8 +376,12 @@ def return_stats(per_seed: Any) -> dict[str, float | None]:
     values = values[np.isfinite(values)]
     if not values.size:
         return {"return_mean": None, "return_sd": None, "return_min": None, "return_max": None}
-    return {"return_mean": float(values.mean()), "return_sd": float(values.std()),
-            "return_min": float(values.min()), "return_max": float(values.max())}
+    return {
+        "return_mean": float(values.mean()),
+        "return_sd": float(values.std()),
+        "return_min": float(values.min()),
+        "return_max": float(values.max()),
+    }
 
 
 def _ppo_settings(spec: dict[str, Any]) -> tuple[Any, Any]:
@@ -374,9 +421,13 @@ def _measure_train(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = rl.train(algo, hyper, seeds=range(spec["seeds"]), num_chunks=spec["num_chunks"])
     call = time.perf_counter() - t0
-    return {"compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
-            "env_steps": result.num_runs * result.env_steps_per_run, "call_seconds": call,
-            "final_return": _final_return(result.metrics["episode_return"], result.metrics["episodes"])}
+    return {
+        "compile_seconds": result.compile_seconds,
+        "run_seconds": result.run_seconds,
+        "env_steps": result.num_runs * result.env_steps_per_run,
+        "call_seconds": call,
+        "final_return": _final_return(result.metrics["episode_return"], result.metrics["episodes"]),
+    }
 
 
 def _measure_env(spec: dict[str, Any]) -> dict[str, Any]:
@@ -384,8 +435,7 @@ def _measure_env(spec: dict[str, Any]) -> dict[str, Any]:
     config, _ = _ppo_settings(spec)
     steps = config.num_updates * config.num_steps
     compile_s, run_s = env_ceiling_seconds("CartPole-v1", config.num_envs, steps, spec["seeds"])
-    return {"compile_seconds": compile_s, "run_seconds": run_s,
-            "env_steps": spec["seeds"] * config.num_envs * steps}
+    return {"compile_seconds": compile_s, "run_seconds": run_s, "env_steps": spec["seeds"] * config.num_envs * steps}
 
 
 def _measure_purejaxrl(spec: dict[str, Any]) -> dict[str, Any]:
@@ -396,9 +446,12 @@ def _measure_purejaxrl(spec: dict[str, Any]) -> dict[str, Any]:
     train = jax.vmap(module.make_train(checkout.purejaxrl_config(config, hyper)))
     compile_s, run_s, out = _compile_and_run(train, rngs)
     ret, count = checkout.purejaxrl_episodes(out["metrics"])
-    return {"compile_seconds": compile_s, "run_seconds": run_s,
-            "env_steps": spec["seeds"] * config.num_updates * config.batch_size,
-            "final_return": _final_return(ret, count)}
+    return {
+        "compile_seconds": compile_s,
+        "run_seconds": run_s,
+        "env_steps": spec["seeds"] * config.num_updates * config.batch_size,
+        "final_return": _final_return(ret, count),
+    }
 
 
 def _measure_replica(spec: dict[str, Any]) -> dict[str, Any]:
@@ -410,9 +463,12 @@ def _measure_replica(spec: dict[str, Any]) -> dict[str, Any]:
     rngs = jax.random.split(jax.random.PRNGKey(0), spec["seeds"])
     compile_s, run_s, out = _compile_and_run(train_fn, rngs)
     ret, count = checkout.purejaxrl_episodes(out["metrics"])
-    return {"compile_seconds": compile_s, "run_seconds": run_s,
-            "env_steps": spec["seeds"] * config.num_updates * config.batch_size,
-            "final_return": _final_return(ret, count)}
+    return {
+        "compile_seconds": compile_s,
+        "run_seconds": run_s,
+        "env_steps": spec["seeds"] * config.num_updates * config.batch_size,
+        "final_return": _final_return(ret, count),
+    }
 
 
 MEASURES: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
@@ -474,16 +530,29 @@ def cli_command(config: Any, seeds: int, num_chunks: int, run_dir: Path) -> list
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if value != preset.config.get(f.name, f.default):
-            flags += [f"--{f.name.replace('_', '-')}",
-                      *(map(str, value) if isinstance(value, tuple) else [str(value)])]
-    return [sys.executable, "-m", "experiments.train", "ppo", "--preset", preset.name, "--num-seeds", str(seeds),
-            "--num-chunks", str(num_chunks), "--out", str(run_dir), *flags]
+            flags += [f"--{f.name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "ppo",
+        "--preset",
+        preset.name,
+        "--num-seeds",
+        str(seeds),
+        "--num-chunks",
+        str(num_chunks),
+        "--out",
+        str(run_dir),
+        *flags,
+    ]
 
 
 def _failure(rc: int | None, timeout: float, log: Path, out: Path) -> str:
     where = log.relative_to(out)
-    return f"stopped after {timeout:.0f} s (--timeout); see {where}" if rc is None else \
-        f"failed (exit {rc}); see {where}"
+    return (
+        f"stopped after {timeout:.0f} s (--timeout); see {where}" if rc is None else f"failed (exit {rc}); see {where}"
+    )
 
 
 def _measure_in_process(kind: str, seeds: int, spec: dict[str, Any], args: BenchArgs, out: Path) -> ScaleRow:
@@ -491,8 +560,9 @@ def _measure_in_process(kind: str, seeds: int, spec: dict[str, Any], args: Bench
     name = MEASURES[kind][0]
     result = out / "figures" / f"{kind}-{seeds}.json"
     log = out / "logs" / f"{kind}-{seeds}.log"
-    rc, wall, rss = run_measured(_child_command(kind, {**spec, "seeds": seeds, "result": str(result)}), log,
-                                 args.timeout)
+    rc, wall, rss = run_measured(
+        _child_command(kind, {**spec, "seeds": seeds, "result": str(result)}), log, args.timeout
+    )
     row = ScaleRow(name, seeds, wall_seconds=wall, peak_rss_mb=rss)
     if rc != 0:
         row.note = _failure(rc, args.timeout, log, out)
@@ -518,8 +588,11 @@ def _measure_cli(config: Any, seeds: int, args: BenchArgs, out: Path) -> ScaleRo
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if rc != 0 or summary.get("status") != "completed":
-        row.note = _failure(rc, args.timeout, log, out) if rc != 0 else \
-            f"summary.json says {summary.get('status', 'nothing')}; see {log.relative_to(out)}"
+        row.note = (
+            _failure(rc, args.timeout, log, out)
+            if rc != 0
+            else f"summary.json says {summary.get('status', 'nothing')}; see {log.relative_to(out)}"
+        )
     else:
         row.compile_seconds, row.run_seconds = summary["compile_seconds"], summary["run_seconds"]
         row.steps_per_second = summary["env_steps_per_second"]
@@ -550,20 +623,27 @@ def scale_group(args: BenchArgs, out: Path) -> list[ScaleRow]:
     config, hyper = scale_settings(args)
     out = out.resolve()  # the measured processes run in the repository's root
     purejaxrl = str(Path(args.purejaxrl).expanduser().resolve()) if args.purejaxrl else None
-    spec = {"config": dataclasses.asdict(config), "hyper": dataclasses.asdict(hyper),
-            "num_chunks": args.num_chunks, "purejaxrl": purejaxrl}
+    spec = {
+        "config": dataclasses.asdict(config),
+        "hyper": dataclasses.asdict(hyper),
+        "num_chunks": args.num_chunks,
+        "purejaxrl": purejaxrl,
+    }
     for sub in ("logs", "figures"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     kinds = ["train", "cli", "env", *(["purejaxrl"] if args.purejaxrl else []), "replica"]
-    print(f"  {config.num_updates} updates of {config.num_envs} envs x {config.num_steps} steps "
-          f"({config.total_timesteps:,} env steps per seed), {args.num_chunks} chunks for rl.train and the CLI",
-          flush=True)
+    print(
+        f"  {config.num_updates} updates of {config.num_envs} envs x {config.num_steps} steps "
+        f"({config.total_timesteps:,} env steps per seed), {args.num_chunks} chunks for rl.train and the CLI",
+        flush=True,
+    )
     rows: list[ScaleRow] = []
     for n in seeds_for(args, "scale"):
         batch = []
         for kind in kinds:
-            batch.append(_measure_cli(config, n, args, out) if kind == "cli" else
-                         _measure_in_process(kind, n, spec, args, out))
+            batch.append(
+                _measure_cli(config, n, args, out) if kind == "cli" else _measure_in_process(kind, n, spec, args, out)
+            )
             _print_scale_row(batch[-1])
         compare_rows(batch)
         rows += batch
@@ -574,10 +654,36 @@ def scale_group(args: BenchArgs, out: Path) -> list[ScaleRow]:
 # --- hlo: the kernels and bytes of one update in the compiled program ---------------------------
 
 # Instructions that launch no kernel on the CPU (aliases, tuples, constants).
-_NOT_KERNELS = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all",
-                          "opt-barrier", "partition-id", "replica-id"})
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-                "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_NOT_KERNELS = frozenset(
+    {
+        "parameter",
+        "constant",
+        "get-tuple-element",
+        "tuple",
+        "bitcast",
+        "after-all",
+        "opt-barrier",
+        "partition-id",
+        "replica-id",
+    }
+)
+_DTYPE_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+    "c64": 8,
+    "c128": 16,
+}
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*)\[([0-9,]*)\]")
 _HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(.*\) -> .*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*?) ([a-z][\w\-]*)\((.*)$")
@@ -601,8 +707,10 @@ class Instruction:
 
 def shape_bytes(shape: str) -> int:
     """Bytes of an HLO shape (a tuple's elements summed): ``f32[4,64]{1,0}`` -> 1024."""
-    return sum(_DTYPE_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
-               for dtype, dims in _ARRAY.findall(shape))
+    return sum(
+        _DTYPE_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+        for dtype, dims in _ARRAY.findall(shape)
+    )
 
 
 def _split_call(rest: str) -> tuple[str, str]:
@@ -611,7 +719,7 @@ def _split_call(rest: str) -> tuple[str, str]:
     for i, ch in enumerate(rest):
         depth += {"(": 1, ")": -1}.get(ch, 0)
         if depth == 0:
-            return rest[:i], rest[i + 1:]
+            return rest[:i], rest[i + 1 :]
     return rest, ""
 
 
@@ -670,8 +778,10 @@ def _fusion_bytes(ins: Instruction, computations: dict[str, list[Instruction]], 
     root = next((i for i in body if i.root), body[-1])
     by_name = {i.name: i for i in body}
     outputs = [by_name[o] for o in root.operands if o in by_name] if root.op == "tuple" else [root]
-    written = sum(shape_bytes(by_name[o.operands[1]].shape) if o.op == "dynamic-update-slice" else
-                  shape_bytes(o.shape) for o in outputs)
+    written = sum(
+        shape_bytes(by_name[o.operands[1]].shape) if o.op == "dynamic-update-slice" else shape_bytes(o.shape)
+        for o in outputs
+    )
     return read + written
 
 
@@ -686,8 +796,9 @@ def kernel_bytes(ins: Instruction, computations: dict[str, list[Instruction]], s
     return shape_bytes(ins.shape) + sum(shape_bytes(shapes.get(o, "")) for o in ins.operands)
 
 
-def _walk(computations: dict[str, list[Instruction]], shapes: dict[str, str], name: str, times: float,
-          count: HloCount) -> None:
+def _walk(
+    computations: dict[str, list[Instruction]], shapes: dict[str, str], name: str, times: float, count: HloCount
+) -> None:
     for ins in computations[name]:
         if ins.op in _NOT_KERNELS:
             continue
@@ -701,8 +812,11 @@ def _walk(computations: dict[str, list[Instruction]], shapes: dict[str, str], na
             _walk(computations, shapes, called["body"], times * n, count)
         elif ins.op == "conditional":  # every branch counted: which one runs is data
             branches = _BRANCHES.search(ins.attrs)
-            names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else \
-                [called[k] for k in ("true_computation", "false_computation") if k in called]
+            names = (
+                re.findall(r"%?([\w.\-]+)", branches.group(1))
+                if branches
+                else [called[k] for k in ("true_computation", "false_computation") if k in called]
+            )
             count.static_ops["conditional"] += 1
             for branch in names:
                 _walk(computations, shapes, branch, times, count)
@@ -810,11 +924,25 @@ def hlo_row(name: str, seeds: int, body: Any) -> HloRow:
     count = count_hlo(compiled.as_text())
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
-    note = f"{count.unknown_trip_counts} loop(s) of unknown trip count counted once" if count.unknown_trip_counts \
-        else ""
-    return HloRow(name, seeds, count.kernels, count.ops["fusion"], count.ops["custom-call"], count.ops["copy"],
-                  count.bytes / 2**20, count.static_kernels, count.loops, float(cost.get("flops", math.nan)),
-                  float(cost.get("bytes accessed", math.nan)) / 2**20, compile_s, dict(count.ops), note)
+    note = (
+        f"{count.unknown_trip_counts} loop(s) of unknown trip count counted once" if count.unknown_trip_counts else ""
+    )
+    return HloRow(
+        name,
+        seeds,
+        count.kernels,
+        count.ops["fusion"],
+        count.ops["custom-call"],
+        count.ops["copy"],
+        count.bytes / 2**20,
+        count.static_kernels,
+        count.loops,
+        float(cost.get("flops", math.nan)),
+        float(cost.get("bytes accessed", math.nan)) / 2**20,
+        compile_s,
+        dict(count.ops),
+        note,
+    )
 
 
 def op_differences(row: HloRow, base: HloRow, top: int = 4) -> str:
@@ -846,7 +974,10 @@ def hlo_group(args: BenchArgs) -> list[HloRow]:
 
 # name -> function(args) -> rows; other modules add their groups here.
 GROUPS: dict[str, Callable[[BenchArgs], list[Any]]] = {
-    "ppo": ppo_group, "sweep": sweep_group, "dqn": dqn_group, "scale": lambda args: scale_group(args, Path(args.out)),
+    "ppo": ppo_group,
+    "sweep": sweep_group,
+    "dqn": dqn_group,
+    "scale": lambda args: scale_group(args, Path(args.out)),
     "hlo": hlo_group,
 }
 
@@ -871,8 +1002,11 @@ def machine() -> dict[str, str]:
 
 def _print_rows(rows: list[Row]) -> None:
     for r in rows:
-        print(f"  {r.name:<42} seeds={r.seeds:<3} compile {r.compile_seconds:6.1f} s   "
-              f"{r.steps_per_second:>12,.0f} steps/s   {r.note}", flush=True)
+        print(
+            f"  {r.name:<42} seeds={r.seeds:<3} compile {r.compile_seconds:6.1f} s   "
+            f"{r.steps_per_second:>12,.0f} steps/s   {r.note}",
+            flush=True,
+        )
 
 
 def _num(x: float | None, fmt: str = ",.1f", suffix: str = "") -> str:
@@ -888,38 +1022,90 @@ def final_return_text(row: ScaleRow) -> str:
     return f"{row.return_mean:.1f} ± {row.return_sd:.1f} [{row.return_min:.1f}, {row.return_max:.1f}]"
 
 
-SCALE_COLUMNS = ("what", "seeds", "compile (s)", "run (s)", "wall (s)", "env steps/s", "final return",
-                 "peak RSS (MB)", "run folder (MB)", "vs PureJaxRL: wall", "vs PureJaxRL: steps/s", "note")
+SCALE_COLUMNS = (
+    "what",
+    "seeds",
+    "compile (s)",
+    "run (s)",
+    "wall (s)",
+    "env steps/s",
+    "final return",
+    "peak RSS (MB)",
+    "run folder (MB)",
+    "vs PureJaxRL: wall",
+    "vs PureJaxRL: steps/s",
+    "note",
+)
 
 
 def _scale_cells(r: ScaleRow) -> list[str]:
-    return [r.name, str(r.seeds), _num(r.compile_seconds), _num(r.run_seconds), _num(r.wall_seconds),
-            _num(r.steps_per_second, ",.0f"), final_return_text(r), _num(r.peak_rss_mb, ",.0f"),
-            _num(r.folder_mb, ",.1f"), _num(r.wall_vs_purejaxrl, ".2f", "x"), _num(r.steps_vs_purejaxrl, ".2f", "x"),
-            r.note]
+    return [
+        r.name,
+        str(r.seeds),
+        _num(r.compile_seconds),
+        _num(r.run_seconds),
+        _num(r.wall_seconds),
+        _num(r.steps_per_second, ",.0f"),
+        final_return_text(r),
+        _num(r.peak_rss_mb, ",.0f"),
+        _num(r.folder_mb, ",.1f"),
+        _num(r.wall_vs_purejaxrl, ".2f", "x"),
+        _num(r.steps_vs_purejaxrl, ".2f", "x"),
+        r.note,
+    ]
 
 
 def _print_scale_row(r: ScaleRow) -> None:
     c = _scale_cells(r)
-    print(f"  {c[0]:<38} seeds={c[1]:<5} compile {c[2]:>6} s  run {c[3]:>7} s  wall {c[4]:>7} s  "
-          f"{c[5]:>11} steps/s  return {c[6]}  RSS {c[7]} MB  {c[11]}", flush=True)
+    print(
+        f"  {c[0]:<38} seeds={c[1]:<5} compile {c[2]:>6} s  run {c[3]:>7} s  wall {c[4]:>7} s  "
+        f"{c[5]:>11} steps/s  return {c[6]}  RSS {c[7]} MB  {c[11]}",
+        flush=True,
+    )
 
 
-HLO_COLUMNS = ("program of one update", "seeds", "kernels run", "fusions", "custom calls", "copies",
-               "MB moved (est.)", "kernels in text", "loops in text", "XLA MFLOP (loop bodies once)",
-               "XLA MB accessed (loop bodies once)", "compile (s)", "note")
+HLO_COLUMNS = (
+    "program of one update",
+    "seeds",
+    "kernels run",
+    "fusions",
+    "custom calls",
+    "copies",
+    "MB moved (est.)",
+    "kernels in text",
+    "loops in text",
+    "XLA MFLOP (loop bodies once)",
+    "XLA MB accessed (loop bodies once)",
+    "compile (s)",
+    "note",
+)
 
 
 def _hlo_cells(r: HloRow) -> list[str]:
-    return [r.name, str(r.seeds), _num(r.kernels, ",.0f"), _num(r.fusions, ",.0f"), _num(r.custom_calls, ",.0f"),
-            _num(r.copies, ",.0f"), _num(r.megabytes, ",.2f"), str(r.static_kernels), str(r.loops),
-            _num(r.xla_flops / 1e6, ",.2f"), _num(r.xla_megabytes, ",.2f"), _num(r.compile_seconds), r.note]
+    return [
+        r.name,
+        str(r.seeds),
+        _num(r.kernels, ",.0f"),
+        _num(r.fusions, ",.0f"),
+        _num(r.custom_calls, ",.0f"),
+        _num(r.copies, ",.0f"),
+        _num(r.megabytes, ",.2f"),
+        str(r.static_kernels),
+        str(r.loops),
+        _num(r.xla_flops / 1e6, ",.2f"),
+        _num(r.xla_megabytes, ",.2f"),
+        _num(r.compile_seconds),
+        r.note,
+    ]
 
 
 def _table(columns: tuple[str, ...], cells: list[list[str]]) -> list[str]:
     align = ["---"] + ["---:"] * (len(columns) - 2) + ["---"]
-    return ["| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|",
-            *["| " + " | ".join(c) + " |" for c in cells]]
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(align) + "|",
+        *["| " + " | ".join(c) + " |" for c in cells],
+    ]
 
 
 def scale_table(rows: list[ScaleRow]) -> str:
@@ -941,8 +1127,9 @@ def to_markdown(rows: list[Any], info: dict[str, str]) -> str:
     speed = [r for r in rows if isinstance(r, Row)]
     if speed:
         lines += ["", "| benchmark | seeds | compile (s) | env steps/s | note |", "|---|---:|---:|---:|---|"]
-        lines += [f"| {r.name} | {r.seeds} | {r.compile_seconds:.1f} | {r.steps_per_second:,.0f} | {r.note} |"
-                  for r in speed]
+        lines += [
+            f"| {r.name} | {r.seeds} | {r.compile_seconds:.1f} | {r.steps_per_second:,.0f} | {r.note} |" for r in speed
+        ]
     scale = [r for r in rows if isinstance(r, ScaleRow)]
     if scale:
         lines += ["", *_table(SCALE_COLUMNS, [_scale_cells(r) for r in scale])]
@@ -999,11 +1186,15 @@ def check_args(args: BenchArgs) -> str | None:
     if groups & {"scale", "hlo"}:
         config, _ = scale_settings(args)
         if config.num_updates < 1:
-            return (f"error: --total-timesteps={config.total_timesteps} is invalid for the scale and hlo groups: "
-                    f"one update takes num_envs x num_steps = {config.batch_size} env steps")
+            return (
+                f"error: --total-timesteps={config.total_timesteps} is invalid for the scale and hlo groups: "
+                f"one update takes num_envs x num_steps = {config.batch_size} env steps"
+            )
     if "ppo" in groups and args.total_timesteps is not None and args.total_timesteps < 512:
-        return (f"error: --total-timesteps={args.total_timesteps} is invalid for the ppo group: one update of the "
-                "PureJaxRL preset takes 4 envs x 128 steps = 512 env steps")
+        return (
+            f"error: --total-timesteps={args.total_timesteps} is invalid for the ppo group: one update of the "
+            "PureJaxRL preset takes 4 envs x 128 steps = 512 env steps"
+        )
     return None
 
 
@@ -1027,9 +1218,16 @@ def main(argv=None) -> int:
             print(f"[{name}]", flush=True)
             rows += group(args)
     table = {Row: "speed", ScaleRow: "scale", HloRow: "hlo"}
-    (out / "bench.json").write_text(json.dumps(
-        {"machine": info, "args": dataclasses.asdict(args),
-         "rows": [{"table": table.get(type(r), "other"), **dataclasses.asdict(r)} for r in rows]}, indent=2))
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "args": dataclasses.asdict(args),
+                "rows": [{"table": table.get(type(r), "other"), **dataclasses.asdict(r)} for r in rows],
+            },
+            indent=2,
+        )
+    )
     (out / "bench.md").write_text(to_markdown(rows, info))
     print("\n" + to_markdown(rows, info) + f"\nwritten to {out}/bench.md", flush=True)
     return 0

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, NamedTuple, Sequence
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import tyro
@@ -37,9 +38,21 @@ from experiments.train import UsageError, _jsonable, tyro_cli
 
 # environments gymnax's Visualizer can draw (gymnax/visualize/visualizer.py)
 GIF_ENVS: tuple[str, ...] = (
-    "Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0",
-    "Catch-bsuite", "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
-    "SpaceInvaders-MinAtar", "Pong-misc", "PointRobot-misc", "MetaMaze-misc", "FourRooms-misc",
+    "Acrobot-v1",
+    "CartPole-v1",
+    "Pendulum-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "Catch-bsuite",
+    "Asterix-MinAtar",
+    "Breakout-MinAtar",
+    "Freeway-MinAtar",
+    "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar",
+    "Pong-misc",
+    "PointRobot-misc",
+    "MetaMaze-misc",
+    "FourRooms-misc",
 )
 PYGAME_ENVS = GIF_ENVS[:5]  # drawn by gymnasium's classic-control renderer, which needs pygame
 
@@ -132,17 +145,25 @@ def summarize(results: EpisodeResults, seeds: Sequence[int]) -> dict[str, Any]:
     per_run = []
     for seed, ret, fin in zip(seeds, results.returns, results.finished, strict=True):
         low, high = stats.bootstrap_ci(ret.astype(np.float64))
-        per_run.append({
-            "seed": int(seed), "mean_return": float(ret.mean()), "ci95": [low, high],
-            "std_return": float(ret.std()), "episodes": int(ret.size),
-            "unfinished_episodes": int((~fin).sum()),
-        })
+        per_run.append(
+            {
+                "seed": int(seed),
+                "mean_return": float(ret.mean()),
+                "ci95": [low, high],
+                "std_return": float(ret.std()),
+                "episodes": int(ret.size),
+                "unfinished_episodes": int((~fin).sum()),
+            }
+        )
         note = stats.too_few_for_ci(int(ret.size), "episodes")  # then the "CI" is their range
         if note is not None:
             per_run[-1]["ci_note"] = note
     means = np.array([r["mean_return"] for r in per_run])
-    overall = {"mean_return": float(means.mean()), "ci95": list(stats.bootstrap_ci(means)),
-               "ci_over": "runs" if len(per_run) > 1 else "episodes"}
+    overall = {
+        "mean_return": float(means.mean()),
+        "ci95": list(stats.bootstrap_ci(means)),
+        "ci_over": "runs" if len(per_run) > 1 else "episodes",
+    }
     if len(per_run) == 1:
         overall["ci95"] = per_run[0]["ci95"]
         if "ci_note" in per_run[0]:
@@ -156,8 +177,13 @@ def summarize(results: EpisodeResults, seeds: Sequence[int]) -> dict[str, Any]:
 
 
 def render_gif(
-    act: Callable[..., Any], env: Any, env_params: Any, key: Any, path: str | Path,
-    deterministic: bool = True, max_frames: int = 300,
+    act: Callable[..., Any],
+    env: Any,
+    env_params: Any,
+    key: Any,
+    path: str | Path,
+    deterministic: bool = True,
+    max_frames: int = 300,
 ) -> str | None:
     """Animate one episode of ``act(obs, key, deterministic)`` to ``path`` (a GIF).
 
@@ -165,7 +191,7 @@ def render_gif(
     """
     name = getattr(env, "name", type(env).__name__)
     if name not in GIF_ENVS:
-        return (f"gymnax's visualizer cannot draw {name}; it draws {', '.join(GIF_ENVS)}")
+        return f"gymnax's visualizer cannot draw {name}; it draws {', '.join(GIF_ENVS)}"
     import jax
     import jax.numpy as jnp
     import matplotlib
@@ -213,13 +239,21 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
 
     import agents
 
-    for name, minimum, maximum in (("episodes", 1, None), ("seed", 0, 2**63 - 1), ("gif_max_frames", 1, None),
-                                   ("max_steps", 1, 2**31 - 1)):
+    for name, minimum, maximum in (
+        ("episodes", 1, None),
+        ("seed", 0, 2**63 - 1),
+        ("gif_max_frames", 1, None),
+        ("max_steps", 1, 2**31 - 1),
+    ):
         value = getattr(args, name)
         if value is None and name == "max_steps":
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or \
-                (maximum is not None and value > maximum):
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
             allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
             raise UsageError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
     check_new_file(args.out, "--out")
@@ -228,26 +262,47 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         loaded = agents.load(args.run_dir, run=args.run)
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
         what = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        raise UsageError(f"cannot evaluate {str(args.run_dir)!r}: {what}" if not isinstance(err, ValueError)
-                         else what) from None
+        raise UsageError(
+            f"cannot evaluate {str(args.run_dir)!r}: {what}" if not isinstance(err, ValueError) else what
+        ) from None
     runs = [loaded.run] if args.run is not None else list(range(len(loaded.seeds)))
     check_memory(loaded, len(runs), args)
     pick = lambda tree: None if tree is None else jax.tree.map(lambda x: x[np.array(runs)], tree)  # noqa: E731
     max_steps = args.max_steps or default_max_steps(loaded.env_params)
     deterministic = not args.stochastic
     keys = jax.random.split(jax.random.key(args.seed), len(runs))
-    results = play_episodes(loaded.policy, pick(loaded.all_params), pick(loaded.all_obs_stats), loaded.env,
-                            loaded.env_params, keys, args.episodes, deterministic, max_steps)
+    results = play_episodes(
+        loaded.policy,
+        pick(loaded.all_params),
+        pick(loaded.all_obs_stats),
+        loaded.env,
+        loaded.env_params,
+        keys,
+        args.episodes,
+        deterministic,
+        max_steps,
+    )
     report = {
-        "run_dir": str(args.run_dir), "agent": loaded.agent, "env": loaded.env_id,
-        "policy": "stochastic" if args.stochastic else "greedy", "episodes_per_run": args.episodes,
-        "checkpoint_update": loaded.update, "max_steps": max_steps,
+        "run_dir": str(args.run_dir),
+        "agent": loaded.agent,
+        "env": loaded.env_id,
+        "policy": "stochastic" if args.stochastic else "greedy",
+        "episodes_per_run": args.episodes,
+        "checkpoint_update": loaded.update,
+        "max_steps": max_steps,
         **summarize(results, [loaded.seeds[r] for r in runs]),
     }
     if args.gif is not None:
         first = agents.load(args.run_dir, run=runs[0])
-        reason = render_gif(first.act, first.env, first.env_params, jax.random.key(args.seed), args.gif,
-                            deterministic, args.gif_max_frames)
+        reason = render_gif(
+            first.act,
+            first.env,
+            first.env_params,
+            jax.random.key(args.seed),
+            args.gif,
+            deterministic,
+            args.gif_max_frames,
+        )
         report["gif"] = None if reason else str(args.gif)
         report["gif_skipped"] = reason
     if args.out is not None:
@@ -285,8 +340,7 @@ def check_new_file(path: str | None, flag: str) -> None:
         try:  # write a file there and remove it: the only sure test (root passes os.access on /proc)
             tempfile.TemporaryFile(dir=parent).close()
         except OSError as err:
-            raise UsageError(f"{flag} {path!r}: cannot write in {str(parent)!r}: "
-                             f"{err.strerror or err}") from None
+            raise UsageError(f"{flag} {path!r}: cannot write in {str(parent)!r}: {err.strerror or err}") from None
     except (OSError, ValueError) as err:
         if isinstance(err, UsageError):
             raise
@@ -309,8 +363,9 @@ def write_new_json(path: Path, data: Any) -> None:
         try:
             os.link(tmp, path)  # atomic, and fails if the name was taken meanwhile
         except FileExistsError:
-            raise UsageError(f"--out {str(path)!r} was created by someone else meanwhile; it is not replaced, "
-                             "choose a new file name") from None
+            raise UsageError(
+                f"--out {str(path)!r} was created by someone else meanwhile; it is not replaced, choose a new file name"
+            ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -324,28 +379,51 @@ def check_memory(loaded: Any, num_runs: int, args: EvalArgs) -> None:
     obs, state = jax.eval_shape(loaded.env.reset, jax.random.key(0), loaded.env_params)
     per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done
     devices = jax.devices()[:1]  # play_episodes runs on the default device
-    memory.check_fits(memory.Need(per_episode, 0), num_runs * args.episodes, devices,
-                      runs_field="episodes", runs_value=args.episodes, runs_per_unit=num_runs,
-                      unit="episodes (all runs)")
+    memory.check_fits(
+        memory.Need(per_episode, 0),
+        num_runs * args.episodes,
+        devices,
+        runs_field="episodes",
+        runs_value=args.episodes,
+        runs_per_unit=num_runs,
+        unit="episodes (all runs)",
+    )
     if args.gif is not None:
-        memory.check_fits(memory.Need(memory.tree_bytes(state) + 8, 0), args.gif_max_frames, devices,
-                          runs_field="gif_max_frames", runs_value=args.gif_max_frames, unit="frames")
+        memory.check_fits(
+            memory.Need(memory.tree_bytes(state) + 8, 0),
+            args.gif_max_frames,
+            devices,
+            runs_field="gif_max_frames",
+            runs_value=args.gif_max_frames,
+            unit="frames",
+        )
 
 
 def print_report(r: dict[str, Any]) -> None:
-    lines = [f"{r['agent']} on {r['env']}: {r['policy']} policy, {r['episodes_per_run']} episodes per run, "
-             f"checkpoint at update {r['checkpoint_update']}"]
+    lines = [
+        f"{r['agent']} on {r['env']}: {r['policy']} policy, {r['episodes_per_run']} episodes per run, "
+        f"checkpoint at update {r['checkpoint_update']}"
+    ]
     for run in r["per_run"]:
         low, high = run["ci95"]
-        unfinished = f", {run['unfinished_episodes']} unfinished after {r['max_steps']} steps" \
-            if run["unfinished_episodes"] else ""
-        spread = (f"range {low:.2f} .. {high:.2f}; too few episodes for a 95% CI" if run.get("ci_note")
-                  else f"95% CI {low:.2f} .. {high:.2f}")
+        unfinished = (
+            f", {run['unfinished_episodes']} unfinished after {r['max_steps']} steps"
+            if run["unfinished_episodes"]
+            else ""
+        )
+        spread = (
+            f"range {low:.2f} .. {high:.2f}; too few episodes for a 95% CI"
+            if run.get("ci_note")
+            else f"95% CI {low:.2f} .. {high:.2f}"
+        )
         lines.append(f"  seed {run['seed']}: mean return {run['mean_return']:.2f} ({spread}){unfinished}")
     if len(r["per_run"]) > 1:
         o = r["overall"]
-        spread = (f"range {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}; too few seeds for a 95% CI over seeds"
-                  if o.get("ci_note") else f"95% CI over seeds {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}")
+        spread = (
+            f"range {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}; too few seeds for a 95% CI over seeds"
+            if o.get("ci_note")
+            else f"95% CI over seeds {o['ci95'][0]:.2f} .. {o['ci95'][1]:.2f}"
+        )
         lines.append(f"  all {len(r['per_run'])} seeds: mean return {o['mean_return']:.2f} ({spread})")
     if "gif" in r:
         lines.append(f"  GIF: {r['gif']}" if r["gif"] else f"  GIF skipped: {r['gif_skipped']}")

@@ -290,8 +290,15 @@ register(
             hidden_sizes=(400, 300),
             activation="relu",
         ),
-        hyper=dict(actor_lr=1e-3, critic_lr=1e-3, gamma=0.98, tau=0.005, exploration_noise=0.1,
-                   policy_noise=0.2, noise_clip=0.5),
+        hyper=dict(
+            actor_lr=1e-3,
+            critic_lr=1e-3,
+            gamma=0.98,
+            tau=0.005,
+            exploration_noise=0.1,
+            policy_noise=0.2,
+            noise_clip=0.5,
+        ),
         source="rl-baselines3-zoo hyperparams/td3.yml Pendulum (gamma 0.98, 10k random steps, "
         "noise 0.1, lr 1e-3, [400, 300]) on Stable-Baselines3 TD3 defaults (Raffin et al., 2021)",
         published="-151.9 +- 90.2 (rl-baselines3-zoo benchmark.md, td3 Pendulum-v1 20k: one agent, "
@@ -318,8 +325,7 @@ register(
             hidden_sizes=(400, 300),
             activation="relu",
         ),
-        hyper=dict(actor_lr=1e-3, critic_lr=1e-3, gamma=0.98, tau=0.005, exploration_noise=0.1,
-                   policy_noise=0.0),
+        hyper=dict(actor_lr=1e-3, critic_lr=1e-3, gamma=0.98, tau=0.005, exploration_noise=0.1, policy_noise=0.0),
         source="rl-baselines3-zoo hyperparams/ddpg.yml Pendulum (as sb3/ddpg-Pendulum-v1 config.yml) "
         "on Stable-Baselines3 DDPG defaults (Raffin et al., 2021)",
         published="-152.1 +- 94.3 (rl-baselines3-zoo benchmark.md, ddpg Pendulum-v1 20k: one agent, "
@@ -391,8 +397,15 @@ register(
         # the running std of the discounted return). There is no reward normalisation here; a fixed
         # reward_scale of 0.1 stands in for it. Unscaled, 2 of seeds 0-7 stayed at -500 (the
         # value loss of returns near -100 takes the 0.5 gradient-norm budget); scaled, all 8 learn.
-        hyper=dict(learning_rate=7e-4, gamma=0.99, gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
-                   reward_scale=0.1),
+        hyper=dict(
+            learning_rate=7e-4,
+            gamma=0.99,
+            gae_lambda=1.0,
+            ent_coef=0.0,
+            vf_coef=0.5,
+            max_grad_norm=0.5,
+            reward_scale=0.1,
+        ),
         source="rl-baselines3-zoo hyperparams/a2c.yml Acrobot-v1 (n_envs 16, 5e5 steps, ent_coef 0.0, "
         "observation normalisation) on Stable-Baselines3 A2C defaults (Raffin et al., 2021), with a fixed "
         "reward_scale 0.1 in place of the zoo's reward normalisation",

@@ -15,8 +15,9 @@ rows and columns, and what is refused: ``rl/scores.py``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Sequence
+from typing import Annotated
 
 import tyro
 
@@ -73,8 +74,10 @@ def export(args: ScoresArgs) -> None:
             what = f"IQM {stats.iqm(matrix):.4g} ({stats.too_few_for_ci(runs, 'runs')})"
         print(f"  {name}: {runs} runs x {matrix.shape[1]} task(s), {what}")
     if len(table.tasks) > 1 and table.normalize is None:
-        print("note: raw returns of different tasks are on different scales; give --normalize TASK=LOW:HIGH "
-              "for each task before aggregating over tasks")
+        print(
+            "note: raw returns of different tasks are on different scales; give --normalize TASK=LOW:HIGH "
+            "for each task before aggregating over tasks"
+        )
     if args.out is not None:
         try:
             npz, meta = table.save(args.out)

@@ -34,9 +34,10 @@ import datetime as dt
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import tyro
 
@@ -91,8 +92,10 @@ def parse(argv: Sequence[str]) -> tuple[str, SweepArgs]:
         if argv and argv[0] in ("-h", "--help"):
             from experiments import presets
 
-            print(f"usage: python -m experiments.sweep AGENT [--help] [OPTIONS]\n\nagents: {names}\n\n"
-                  f"{presets.help_text()}")
+            print(
+                f"usage: python -m experiments.sweep AGENT [--help] [OPTIONS]\n\nagents: {names}\n\n"
+                f"{presets.help_text()}"
+            )
             raise SystemExit(0)
         raise UsageError(f"name an agent first: python -m experiments.sweep AGENT ...; agents: {names}")
     agent_name, rest = argv[0], argv[1:]
@@ -150,12 +153,20 @@ def run(agent_name: str, args: SweepArgs) -> Any:
     for f in dataclasses.fields(TrainArgs):
         if f.name not in READS and f.default is not dataclasses.MISSING and getattr(args, f.name) != f.default:
             raise UsageError(f"--{f.name.replace('_', '-')} is a train option the sweep does not support")
-    check(isinstance(args.num_seeds, int) and args.num_seeds > 0, "num_seeds", args.num_seeds,
-          "must be a positive integer")
+    check(
+        isinstance(args.num_seeds, int) and args.num_seeds > 0,
+        "num_seeds",
+        args.num_seeds,
+        "must be a positive integer",
+    )
     check(isinstance(args.seed, int) and args.seed >= 0, "seed", args.seed, "must be an integer >= 0")
     check(args.seed + args.num_seeds <= 2**31, "seed", args.seed, f"seed + num_seeds must not exceed 2**31 = {2**31}")
-    check(isinstance(args.sample_seed, int) and 0 <= args.sample_seed < 2**63, "sample_seed", args.sample_seed,
-          "must be an integer in [0, 2**63)")
+    check(
+        isinstance(args.sample_seed, int) and 0 <= args.sample_seed < 2**63,
+        "sample_seed",
+        args.sample_seed,
+        "must be an integer in [0, 2**63)",
+    )
     grid, sample = _specs(args.grid, "grid"), _specs(args.sample, "sample")
     _check_memory(module, args, grid, sample)
     out = out_dir_for(agent_name, args)
@@ -217,13 +228,34 @@ def _check_memory(module: Any, args: SweepArgs, grid: dict[str, str], sample: di
     devices = list(make_mesh().devices.flat)
     # the configurations with one seed each first: when even they cannot fit, name what made them many
     if args.samples:
-        memory.check_fits(need, configs, devices, runs_field="samples", runs_value=args.samples,
-                          runs_per_unit=points, unit="runs (configurations x 1 seed)")
+        memory.check_fits(
+            need,
+            configs,
+            devices,
+            runs_field="samples",
+            runs_value=args.samples,
+            runs_per_unit=points,
+            unit="runs (configurations x 1 seed)",
+        )
     else:
-        memory.check_fits(need, configs, devices, runs_field="grid", runs_value=list(args.grid),
-                          runs_per_unit=configs, unit="runs (grid points x 1 seed)")
-    memory.check_fits(need, configs * args.num_seeds, devices, runs_field="num_seeds", runs_value=args.num_seeds,
-                      runs_per_unit=configs, unit="runs (configurations x seeds)")
+        memory.check_fits(
+            need,
+            configs,
+            devices,
+            runs_field="grid",
+            runs_value=list(args.grid),
+            runs_per_unit=configs,
+            unit="runs (grid points x 1 seed)",
+        )
+    memory.check_fits(
+        need,
+        configs * args.num_seeds,
+        devices,
+        runs_field="num_seeds",
+        runs_value=args.num_seeds,
+        runs_per_unit=configs,
+        unit="runs (configurations x seeds)",
+    )
 
 
 def _start_distributed(argv: Sequence[str]) -> None:

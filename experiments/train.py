@@ -58,9 +58,10 @@ import re
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, Sequence, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -175,14 +176,20 @@ def _load_preset_file(path: str) -> Any:
     except ValueError as err:
         raise UsageError(str(err)) from None
     except (OSError, TypeError, KeyError, AttributeError) as err:
-        reason = f"{err.strerror} (errno {err.errno})" if isinstance(err, OSError) and err.errno else \
-            f"{type(err).__name__}: {err}"
-        raise UsageError(f"{where} cannot be used: {reason}; give a JSON object with the keys agent, env, "
-                         "config and hyper (as experiments.sweep writes in best_preset.json)") from None
+        reason = (
+            f"{err.strerror} (errno {err.errno})"
+            if isinstance(err, OSError) and err.errno
+            else f"{type(err).__name__}: {err}"
+        )
+        raise UsageError(
+            f"{where} cannot be used: {reason}; give a JSON object with the keys agent, env, "
+            "config and hyper (as experiments.sweep writes in best_preset.json)"
+        ) from None
     for key, kind in (("agent", str), ("env", str), ("config", dict), ("hyper", dict)):
         if not isinstance(getattr(preset, key), kind):
-            raise UsageError(f"{where}: {key!r} must be a JSON {'string' if kind is str else 'object'}, "
-                             f"not {getattr(preset, key)!r}")
+            raise UsageError(
+                f"{where}: {key!r} must be a JSON {'string' if kind is str else 'object'}, not {getattr(preset, key)!r}"
+            )
     return preset
 
 
@@ -223,8 +230,10 @@ def parse(argv: Sequence[str]) -> tuple[str, TrainArgs]:
         if argv and argv[0] in ("-h", "--help"):
             from experiments import presets
 
-            print(f"usage: python -m experiments.train AGENT [--help] [OPTIONS]\n\nagents: {names}\n\n"
-                  f"{presets.help_text()}")
+            print(
+                f"usage: python -m experiments.train AGENT [--help] [OPTIONS]\n\nagents: {names}\n\n"
+                f"{presets.help_text()}"
+            )
             raise SystemExit(0)
         raise UsageError(f"name an agent first: python -m experiments.train AGENT ...; agents: {names}")
     agent_name, rest = argv[0], _bare_track(argv[1:])
@@ -373,8 +382,10 @@ def claim_folder(path: str | os.PathLike[str], flag: str, *, empty: bool) -> Fol
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"{flag} {text!r} is in use by another process (a training, resume or sweep "
-                         "writing it); wait for it to end or choose another folder") from None
+        raise UsageError(
+            f"{flag} {text!r} is in use by another process (a training, resume or sweep "
+            "writing it); wait for it to end or choose another folder"
+        ) from None
     except OSError:  # a file system without flock (some network mounts): go on unlocked
         pass
     lock = FolderLock(path, fd, created)
@@ -386,8 +397,9 @@ def claim_folder(path: str | os.PathLike[str], flag: str, *, empty: bool) -> Fol
     except OSError as err:
         lock.release()
         _remove_empty(created)
-        raise UsageError(f"{flag} {text!r} is not writable ({_os_reason(err)}); choose a folder you can "
-                         "write to") from None
+        raise UsageError(
+            f"{flag} {text!r} is not writable ({_os_reason(err)}); choose a folder you can write to"
+        ) from None
     return lock
 
 
@@ -449,21 +461,28 @@ def prepare(agent_name: str, args: TrainArgs):
     module = _resolve(agents.get, agent_name)
 
     def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-        check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, name, value,
-              "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}")
+        check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            name,
+            value,
+            "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}",
+        )
 
     positive_int("num_seeds", args.num_seeds)
     check(args.num_seeds <= 2**31, "num_seeds", args.num_seeds, f"must not exceed 2**31 = {2**31}")
     positive_int("num_chunks", args.num_chunks)
     positive_int("seed", args.seed, minimum=0)
-    check(args.seed + args.num_seeds <= 2**31, "seed", args.seed,
-          f"seed + num_seeds must not exceed 2**31 = {2**31}")
+    check(args.seed + args.num_seeds <= 2**31, "seed", args.seed, f"seed + num_seeds must not exceed 2**31 = {2**31}")
     if hasattr(args, "checkpoint_every"):
         positive_int("checkpoint_every", args.checkpoint_every, minimum=0)
         positive_int("keep_checkpoints", args.keep_checkpoints)
     seconds = getattr(args, "checkpoint_seconds", 0.0)
-    check(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
-          and seconds >= 0, "checkpoint_seconds", seconds, "must be a finite number of seconds >= 0 (0 = off)")
+    check(
+        isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0,
+        "checkpoint_seconds",
+        seconds,
+        "must be a finite number of seconds >= 0 (0 = off)",
+    )
     per_seed = getattr(args, "per_seed_metrics", "auto")
     check(per_seed in PER_SEED_FORMATS, "per_seed_metrics", per_seed, f"must be one of {', '.join(PER_SEED_FORMATS)}")
     wandb_settings(args)  # --track and --wandb-*: wandb importable, no W&B flag without --track
@@ -505,12 +524,15 @@ def wandb_settings(args: TrainArgs) -> dict[str, Any] | None:
         import_wandb()
     except ModuleNotFoundError as err:
         raise UsageError(f"--track: {err}") from None
-    return {"project": given["wandb_project"] or DEFAULT_WANDB_PROJECT, "entity": given["wandb_entity"],
-            "group": given["wandb_group"], "name": given["wandb_name"]}
+    return {
+        "project": given["wandb_project"] or DEFAULT_WANDB_PROJECT,
+        "entity": given["wandb_entity"],
+        "group": given["wandb_group"],
+        "name": given["wandb_name"],
+    }
 
 
-def open_wandb(settings: dict[str, Any], run_dir: Path, labels: list[dict[str, Any]],
-               resumed_at: int | None) -> Any:
+def open_wandb(settings: dict[str, Any], run_dir: Path, labels: list[dict[str, Any]], resumed_at: int | None) -> Any:
     """The W&B sink of a run folder: config.json as the W&B config, named after the folder by default.
 
     wandb keeps its local files in ``RUN_DIR/wandb/`` unless ``$WANDB_DIR`` says elsewhere; the
@@ -521,16 +543,24 @@ def open_wandb(settings: dict[str, Any], run_dir: Path, labels: list[dict[str, A
     from rl.sinks import WandbSink
 
     try:
-        return WandbSink(labels, project=settings["project"], entity=settings["entity"], group=settings["group"],
-                         name=settings["name"] or run_dir.name,
-                         config={**_read_json(run_dir / CONFIG_FILE), "run_dir": str(run_dir)},
-                         directory=os.environ.get("WANDB_DIR") or run_dir,
-                         state_file=run_dir / WANDB_STATE_FILE, resume_from_update=resumed_at)
+        return WandbSink(
+            labels,
+            project=settings["project"],
+            entity=settings["entity"],
+            group=settings["group"],
+            name=settings["name"] or run_dir.name,
+            config={**_read_json(run_dir / CONFIG_FILE), "run_dir": str(run_dir)},
+            directory=os.environ.get("WANDB_DIR") or run_dir,
+            state_file=run_dir / WANDB_STATE_FILE,
+            resume_from_update=resumed_at,
+        )
     except (OSError, UsageError):
         raise
     except Exception as err:  # noqa: BLE001 - wandb's own errors (login, network) as one line
-        raise UsageError(f"--track: W&B could not start ({type(err).__name__}: {err}); run `wandb login`, or set "
-                         "WANDB_MODE=offline to keep wandb's files locally and `wandb sync` them later") from None
+        raise UsageError(
+            f"--track: W&B could not start ({type(err).__name__}: {err}); run `wandb login`, or set "
+            "WANDB_MODE=offline to keep wandb's files locally and `wandb sync` them later"
+        ) from None
 
 
 def eval_record(algo: Any, args: TrainArgs) -> dict[str, Any]:
@@ -545,9 +575,12 @@ def eval_config_of(args: TrainArgs) -> Any:
     from rl.evaluation import EvalConfig
 
     default = EvalConfig()
-    return EvalConfig(every=getattr(args, "eval_every", default.every),
-                      episodes=getattr(args, "eval_episodes", default.episodes),
-                      mode=getattr(args, "eval_mode", default.mode), seed=getattr(args, "eval_seed", default.seed))
+    return EvalConfig(
+        every=getattr(args, "eval_every", default.every),
+        episodes=getattr(args, "eval_episodes", default.episodes),
+        mode=getattr(args, "eval_mode", default.mode),
+        seed=getattr(args, "eval_seed", default.seed),
+    )
 
 
 def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds: int, mesh: Any) -> Any:
@@ -560,9 +593,15 @@ def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds:
     if config.every != 0:
         obs, state = jax.eval_shape(env.reset, jax.random.key(0), env_params)
         per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done
-        memory.check_fits(memory.Need(per_episode, 0), num_seeds * config.episodes, list(mesh.devices.flat),
-                          runs_field="eval_episodes", runs_value=config.episodes, runs_per_unit=num_seeds,
-                          unit="evaluation episodes (all seeds)")
+        memory.check_fits(
+            memory.Need(per_episode, 0),
+            num_seeds * config.episodes,
+            list(mesh.devices.flat),
+            runs_field="eval_episodes",
+            runs_value=config.episodes,
+            runs_per_unit=num_seeds,
+            unit="evaluation episodes (all seeds)",
+        )
     return evaluation.with_evaluation(algo, env, env_params, config)
 
 
@@ -573,8 +612,13 @@ def check_memory(module: Any, args: TrainArgs, algo: Any, env: Any, env_params: 
     def need_of(config: Any) -> int:
         return memory.need_per_run(module.make(config, env, env_params), args.hyper).total
 
-    memory.check_fits(memory.need_per_run(algo, args.hyper), args.num_seeds, list(mesh.devices.flat),
-                      runs_field="num_seeds", culprit=lambda: memory.largest_field(args.config, need_of))
+    memory.check_fits(
+        memory.need_per_run(algo, args.hyper),
+        args.num_seeds,
+        list(mesh.devices.flat),
+        runs_field="num_seeds",
+        culprit=lambda: memory.largest_field(args.config, need_of),
+    )
 
 
 CONFIG_FILE, SUMMARY_FILE, CHECKPOINT_DIR = "config.json", "summary.json", "checkpoints"
@@ -620,8 +664,14 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> tuple[str, RunArgs]:
             eval_mode=saved.get("eval", {}).get("mode", "greedy"),
             eval_seed=int(saved.get("eval", {}).get("seed", 0)),
             # --track: a tracked run goes on logging to its W&B run (a folder from before the flag was not tracked)
-            **({} if saved.get("wandb") is None else {
-                "track": True, **{f"wandb_{key}": saved["wandb"][key] for key in ("project", "entity", "group", "name")}}),
+            **(
+                {}
+                if saved.get("wandb") is None
+                else {
+                    "track": True,
+                    **{f"wandb_{key}": saved["wandb"][key] for key in ("project", "entity", "group", "name")},
+                }
+            ),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as err:
         if isinstance(err, UsageError):
@@ -664,8 +714,14 @@ RECORD_KEYS = ("agent", "env", "seeds", "num_chunks", "config", "hyper")  # what
 
 def run_record(agent_name: str, args: TrainArgs, seeds: list[int]) -> dict[str, Any]:
     """What decides a run's results, as config.json holds it; stored with every checkpoint."""
-    record = {"agent": agent_name, "env": args.env, "seeds": seeds, "num_chunks": args.num_chunks,
-              "config": dataclasses.asdict(args.config), "hyper": dataclasses.asdict(args.hyper)}
+    record = {
+        "agent": agent_name,
+        "env": args.env,
+        "seeds": seeds,
+        "num_chunks": args.num_chunks,
+        "config": dataclasses.asdict(args.config),
+        "hyper": dataclasses.asdict(args.hyper),
+    }
     return json.loads(json.dumps(record, default=_jsonable))  # tuples -> lists, as read back
 
 
@@ -702,8 +758,9 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     lock = claim_folder(args.out, "--resume", empty=False) if resume else _claim_new_run_dir(agent_name, args)
     with lock as run_dir:
         try:
-            checkpointer = Checkpointer(run_dir / CHECKPOINT_DIR, every=every, seconds=seconds, max_to_keep=keep,
-                                        set_aside_damaged=True)
+            checkpointer = Checkpointer(
+                run_dir / CHECKPOINT_DIR, every=every, seconds=seconds, max_to_keep=keep, set_aside_damaged=True
+            )
         except OSError as err:
             raise UsageError(f"cannot create {str(run_dir / CHECKPOINT_DIR)!r}: {_os_reason(err)}") from None
         sinks: list[Any] = []
@@ -722,37 +779,64 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
                 raise
 
         def write_running(start: int) -> None:
-            write_json(run_dir / SUMMARY_FILE, {
-                "agent": agent_name, "env": args.env, "status": "running", "seeds": seeds,
-                "started_at_update": start, "num_updates": algo.num_updates,
-                "resume_command": resume_command(run_dir), "run_dir": str(run_dir),
-            })
+            write_json(
+                run_dir / SUMMARY_FILE,
+                {
+                    "agent": agent_name,
+                    "env": args.env,
+                    "status": "running",
+                    "seeds": seeds,
+                    "started_at_update": start,
+                    "num_updates": algo.num_updates,
+                    "resume_command": resume_command(run_dir),
+                    "run_dir": str(run_dir),
+                },
+            )
 
         try:
             if resume:  # reads only: nothing changes before the checkpoint has been read back
                 start_update = _check_resume(checkpointer, run_dir, record, algo, schedule, len(seeds), per_seed)
             else:
                 start_update = 0
-                write_json(run_dir / CONFIG_FILE, {
-                    "agent": agent_name, "env": args.env, "preset": args.preset, "preset_file": args.preset_file,
-                    "seeds": seeds, "num_chunks": args.num_chunks, "checkpoint_every": every,
-                    "keep_checkpoints": keep, "checkpoint_seconds": seconds, "per_seed_metrics": per_seed,
-                    "eval": eval_record(algo, args), "wandb": tracking,
-                    "config": dataclasses.asdict(args.config), "hyper": dataclasses.asdict(args.hyper),
-                    "jax_version": jax.__version__, "devices": [str(d) for d in mesh.devices.flat],
-                })
+                write_json(
+                    run_dir / CONFIG_FILE,
+                    {
+                        "agent": agent_name,
+                        "env": args.env,
+                        "preset": args.preset,
+                        "preset_file": args.preset_file,
+                        "seeds": seeds,
+                        "num_chunks": args.num_chunks,
+                        "checkpoint_every": every,
+                        "keep_checkpoints": keep,
+                        "checkpoint_seconds": seconds,
+                        "per_seed_metrics": per_seed,
+                        "eval": eval_record(algo, args),
+                        "wandb": tracking,
+                        "config": dataclasses.asdict(args.config),
+                        "hyper": dataclasses.asdict(args.hyper),
+                        "jax_version": jax.__version__,
+                        "devices": [str(d) for d in mesh.devices.flat],
+                    },
+                )
                 write_running(0)
                 open_sinks(None)
             done["updates"] = start_update
             total_steps = algo.num_updates * algo.steps_per_update
             verb = f"resuming at update {start_update} of" if resume else "training"
             num_chunks = len(schedule)  # the chunks really used
-            print(f"{agent_name} on {args.env}: {verb} {len(seeds)} seeds x {total_steps:,} env steps, "
-                  f"{algo.num_updates} updates in {num_chunks} chunk(s), {mesh.devices.size} device(s); "
-                  f"compiling ...", flush=True)
-            with Progress(total_steps, len(seeds), enabled=args.progress,
-                          start_env_steps=start_update * algo.steps_per_update) as progress, \
-                    StopOnSignals() as stop:
+            print(
+                f"{agent_name} on {args.env}: {verb} {len(seeds)} seeds x {total_steps:,} env steps, "
+                f"{algo.num_updates} updates in {num_chunks} chunk(s), {mesh.devices.size} device(s); "
+                f"compiling ...",
+                flush=True,
+            )
+            with (
+                Progress(
+                    total_steps, len(seeds), enabled=args.progress, start_env_steps=start_update * algo.steps_per_update
+                ) as progress,
+                StopOnSignals() as stop,
+            ):
 
                 def on_chunk(report):
                     if not sinks:  # a resume's first chunk: the checkpoint it continues was read back
@@ -769,9 +853,18 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
                     )
 
                 try:
-                    result = train(algo, args.hyper, seeds, num_chunks=args.num_chunks, mesh=mesh,
-                                   on_chunk=on_chunk, checkpointer=checkpointer, resume=resume,
-                                   should_stop=stop, checkpoint_meta={"run": record})
+                    result = train(
+                        algo,
+                        args.hyper,
+                        seeds,
+                        num_chunks=args.num_chunks,
+                        mesh=mesh,
+                        on_chunk=on_chunk,
+                        checkpointer=checkpointer,
+                        resume=resume,
+                        should_stop=stop,
+                        checkpoint_meta={"run": record},
+                    )
                 except (CheckpointReadError, CheckpointMismatchError) as err:
                     raise UsageError(str(err)) from None
             for sink in sinks:
@@ -836,8 +929,16 @@ def _fault_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {short_reason(err)}"
 
 
-def _stopped_by_fault(run_dir: Path, agent_name: str, args: TrainArgs, seeds: list[int], algo: Any,
-                      updates: int, err: BaseException | None, quiet: bool = False) -> dict[str, Any]:
+def _stopped_by_fault(
+    run_dir: Path,
+    agent_name: str,
+    args: TrainArgs,
+    seeds: list[int],
+    algo: Any,
+    updates: int,
+    err: BaseException | None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """summary.json and one message for a run that a fault ended (``err``) or a second Ctrl-C (None).
 
     The checkpoints saved before it stay; the summary says ``failed`` (or ``interrupted``),
@@ -846,9 +947,16 @@ def _stopped_by_fault(run_dir: Path, agent_name: str, args: TrainArgs, seeds: li
     steps = _saved_steps(run_dir)
     step = steps[-1] if steps else None
     summary: dict[str, Any] = {
-        "agent": agent_name, "env": args.env, "preset": args.preset, "num_seeds": len(seeds), "seeds": seeds,
-        "status": "interrupted" if err is None else "failed", "num_updates": updates,
-        "total_timesteps": updates * algo.steps_per_update, "checkpoint_update": step, "run_dir": str(run_dir),
+        "agent": agent_name,
+        "env": args.env,
+        "preset": args.preset,
+        "num_seeds": len(seeds),
+        "seeds": seeds,
+        "status": "interrupted" if err is None else "failed",
+        "num_updates": updates,
+        "total_timesteps": updates * algo.steps_per_update,
+        "checkpoint_update": step,
+        "run_dir": str(run_dir),
     }
     if err is None:
         summary.update(signal="SIGINT", error="aborted at once by a second Ctrl-C; the chunk in flight was not saved")
@@ -863,19 +971,34 @@ def _stopped_by_fault(run_dir: Path, agent_name: str, args: TrainArgs, seeds: li
         unsaved = f" (summary.json could not be updated either: {_os_reason(second)})"
     if quiet:
         return summary
-    kept = (f"the checkpoint at update {step} is kept; resume with: {resume_command(run_dir)}" if step is not None
-            else "no checkpoint was saved; start the run again")
+    kept = (
+        f"the checkpoint at update {step} is kept; resume with: {resume_command(run_dir)}"
+        if step is not None
+        else "no checkpoint was saved; start the run again"
+    )
     if err is None:
-        print(f"{agent_name} on {args.env}: aborted after update {updates} (second Ctrl-C); {kept}{unsaved}",
-              flush=True)
+        print(
+            f"{agent_name} on {args.env}: aborted after update {updates} (second Ctrl-C); {kept}{unsaved}", flush=True
+        )
     else:
-        print(f"error: training stopped after update {updates} of {algo.num_updates}: {summary['error']}; "
-              f"{kept}{unsaved}", file=sys.stderr, flush=True)
+        print(
+            f"error: training stopped after update {updates} of {algo.num_updates}: {summary['error']}; "
+            f"{kept}{unsaved}",
+            file=sys.stderr,
+            flush=True,
+        )
     return summary
 
 
-def _check_resume(checkpointer: Any, run_dir: Path, record: dict[str, Any], algo: Any, schedule: list[int],
-                  num_runs: int, per_seed: str = "csv") -> int:
+def _check_resume(
+    checkpointer: Any,
+    run_dir: Path,
+    record: dict[str, Any],
+    algo: Any,
+    schedule: list[int],
+    num_runs: int,
+    per_seed: str = "csv",
+) -> int:
     """Everything a resume needs, checked without changing a file; the update it starts from.
 
     The run must not be complete; a checkpoint must exist with a readable record;
@@ -888,12 +1011,14 @@ def _check_resume(checkpointer: Any, run_dir: Path, record: dict[str, Any], algo
         raise UsageError(f"the run in {str(run_dir)!r} is complete; there is nothing to resume")
     if not checkpointer.steps():
         raise UsageError(
-            f"{str(run_dir)!r} has no checkpoint to resume from (the run stopped before its first one); "
-            "start it again")
+            f"{str(run_dir)!r} has no checkpoint to resume from (the run stopped before its first one); start it again"
+        )
     found = checkpointer.readable_meta()
     if found is None:
-        raise UsageError(f"no checkpoint in {str(checkpointer.directory)!r} can be read (their records are "
-                         "damaged); start the run again")
+        raise UsageError(
+            f"no checkpoint in {str(checkpointer.directory)!r} can be read (their records are "
+            "damaged); start the run again"
+        )
     step, meta = found
     config_path = run_dir / CONFIG_FILE
     saved = meta.get("run")
@@ -905,14 +1030,21 @@ def _check_resume(checkpointer: Any, run_dir: Path, record: dict[str, Any], algo
                 raise UsageError(
                     f"{config_path} no longer matches the checkpoint at update {step}: {where} is {now!r} "
                     f"there but was {then!r} when it was saved; put it back to resume (a changed setting "
-                    "needs a new run)")
+                    "needs a new run)"
+                )
     else:  # a checkpoint from before records were stored: check what it holds
-        for key, now in (("agent", algo.name), ("num_runs", num_runs), ("num_updates", algo.num_updates),
-                         ("steps_per_update", algo.steps_per_update), ("schedule", schedule)):
+        for key, now in (
+            ("agent", algo.name),
+            ("num_runs", num_runs),
+            ("num_updates", algo.num_updates),
+            ("steps_per_update", algo.steps_per_update),
+            ("schedule", schedule),
+        ):
             if key in meta and meta[key] != now:
                 raise UsageError(
                     f"{config_path} no longer matches the checkpoint at update {step}: it gives {key} {now!r} "
-                    f"but the checkpoint has {meta[key]!r}; put config.json back to resume")
+                    f"but the checkpoint has {meta[key]!r}; put config.json back to resume"
+                )
     rows = num_runs * int(meta.get("update", step))
     if per_seed == "csv":
         for name, header in (("metrics.csv", True), ("metrics.jsonl", False)):
@@ -954,8 +1086,10 @@ def _check_rows(path: Path, keep: int) -> None:
         return
     lines = _count_lines(path)
     if lines < keep:
-        raise UsageError(f"{path} has {lines} lines but the checkpoint covers {keep}; the run folder was "
-                         "modified, start the run again")
+        raise UsageError(
+            f"{path} has {lines} lines but the checkpoint covers {keep}; the run folder was "
+            "modified, start the run again"
+        )
 
 
 def _cut_metric_files(run_dir: Path, rows: int) -> None:
@@ -1002,8 +1136,9 @@ def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds)
     ret, count = result.metrics.get("episode_return"), result.metrics.get("episodes")
     if ret is not None and ret.shape[1]:
         env_steps = (np.arange(ret.shape[1]) + 1) * algo.steps_per_update
-        plots.plot_learning_curve(run_dir / "curve.png", env_steps, ret, count,
-                                  title=f"{agent_name} on {args.env} ({len(seeds)} seeds)")
+        plots.plot_learning_curve(
+            run_dir / "curve.png", env_steps, ret, count, title=f"{agent_name} on {args.env} ({len(seeds)} seeds)"
+        )
     if result.status == "completed":
         # mean, per seed, and a 95% CI only from enough seeds (else their range and why); quantiles, worst seeds
         summary.update(final_return_summary(ret, count, seeds=seeds))
@@ -1014,18 +1149,20 @@ def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds)
             summary["params"] = "params.npz"
         else:  # a second copy of every seed's parameters would dominate the folder: agents.load reads them here
             summary["params"] = f"{CHECKPOINT_DIR}/{result.checkpoint_step}"
-    summary.update({
-        "compile_seconds": result.compile_seconds,
-        "run_seconds": result.run_seconds,
-        "env_steps_per_second": result.env_steps_per_second,
-        "num_chunks": result.num_chunks,
-        # a run's numbers are reproducible bit for bit at the same runs per device (README "Randomness")
-        "num_devices": num_devices,
-        "runs_per_device": len(seeds) // num_devices,
-        "resumed_at_update": result.start_update if result.start_update else None,
-        "checkpoint_update": result.checkpoint_step,
-        "run_dir": str(run_dir),
-    })
+    summary.update(
+        {
+            "compile_seconds": result.compile_seconds,
+            "run_seconds": result.run_seconds,
+            "env_steps_per_second": result.env_steps_per_second,
+            "num_chunks": result.num_chunks,
+            # a run's numbers are reproducible bit for bit at the same runs per device (README "Randomness")
+            "num_devices": num_devices,
+            "runs_per_device": len(seeds) // num_devices,
+            "resumed_at_update": result.start_update if result.start_update else None,
+            "checkpoint_update": result.checkpoint_step,
+            "run_dir": str(run_dir),
+        }
+    )
     if result.status == "diverged":
         summary["divergence"] = [
             {"seed": seeds[d.run % len(seeds)], "run": d.run, "update": d.update} for d in result.divergence
@@ -1045,23 +1182,36 @@ def print_summary(s: dict[str, Any], planned_updates: int | None = None) -> None
     if status == "interrupted":
         ckpt = s.get("checkpoint_update")
         if ckpt is None:
-            print(f"{s['agent']} on {s['env']}: interrupted before the first chunk finished; nothing was "
-                  f"saved, start the run again.\n{where}", flush=True)
+            print(
+                f"{s['agent']} on {s['env']}: interrupted before the first chunk finished; nothing was "
+                f"saved, start the run again.\n{where}",
+                flush=True,
+            )
             return
-        print(f"{s['agent']} on {s['env']}: interrupted after update {s['num_updates']} of {planned_updates} "
-              f"({s['total_timesteps']:,} env steps per seed); checkpoint saved at update {ckpt}.\n"
-              f"  resume with: {s['resume_command']}\n{where}", flush=True)
+        print(
+            f"{s['agent']} on {s['env']}: interrupted after update {s['num_updates']} of {planned_updates} "
+            f"({s['total_timesteps']:,} env steps per seed); checkpoint saved at update {ckpt}.\n"
+            f"  resume with: {s['resume_command']}\n{where}",
+            flush=True,
+        )
         return
     if status == "diverged":
         first = min(s["divergence"], key=lambda d: d["update"])
         others = len(s["divergence"]) - 1
         ckpt = s.get("checkpoint_update")
-        kept = (f"the last good checkpoint (update {ckpt}) is kept in {s['run_dir']}/{CHECKPOINT_DIR}"
-                if ckpt is not None else "no checkpoint was saved before it")
-        print(f"error: training diverged: NaN or inf in the parameters, optimizer state or a loss at "
-              f"update {first['update']} of seed {first['seed']}"
-              + (f" (and {others} more run(s), see summary.json)" if others else "")
-              + f"; stopped after update {s['num_updates']}; {kept}.\n{where}", file=sys.stderr, flush=True)
+        kept = (
+            f"the last good checkpoint (update {ckpt}) is kept in {s['run_dir']}/{CHECKPOINT_DIR}"
+            if ckpt is not None
+            else "no checkpoint was saved before it"
+        )
+        print(
+            f"error: training diverged: NaN or inf in the parameters, optimizer state or a loss at "
+            f"update {first['update']} of seed {first['seed']}"
+            + (f" (and {others} more run(s), see summary.json)" if others else "")
+            + f"; stopped after update {s['num_updates']}; {kept}.\n{where}",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     from rl.aggregate import describe_seeds
     from rl.runs import FEW_SEEDS, describe_final_eval_return, describe_final_return
@@ -1075,14 +1225,18 @@ def print_summary(s: dict[str, Any], planned_updates: int | None = None) -> None
     if evaluated is not None:
         seed_lines += f"\n  {evaluated}"
         if few and s["final_eval_return_mean"] is not None:
-            seed_lines += "\n  eval per seed: " + ", ".join("-" if x is None else f"{x:.1f}"
-                                                            for x in s["final_eval_return_per_seed"])
+            seed_lines += "\n  eval per seed: " + ", ".join(
+                "-" if x is None else f"{x:.1f}" for x in s["final_eval_return_per_seed"]
+            )
     head = describe_final_return(s)
-    print(f"{s['agent']} on {s['env']}, {s['num_seeds']} seeds x {s['total_timesteps']:,} steps: {head}\n"
-          f"{seed_lines}\n"
-          f"  compile {s['compile_seconds']:.1f} s, run {s['run_seconds']:.1f} s, "
-          f"{s['env_steps_per_second']:,.0f} env steps/s (all seeds)\n"
-          f"{where}", flush=True)
+    print(
+        f"{s['agent']} on {s['env']}, {s['num_seeds']} seeds x {s['total_timesteps']:,} steps: {head}\n"
+        f"{seed_lines}\n"
+        f"  compile {s['compile_seconds']:.1f} s, run {s['run_seconds']:.1f} s, "
+        f"{s['env_steps_per_second']:,.0f} env steps/s (all seeds)\n"
+        f"{where}",
+        flush=True,
+    )
 
 
 def exit_status(summary: dict[str, Any]) -> int:

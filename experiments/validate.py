@@ -26,13 +26,15 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from rl.stats import FINAL_FRACTION  # as experiments.train: episodes of the last 5% of updates
+
 # the evaluation episodes of every preset, played once after the last update (experiments.train's defaults)
 EVAL_EPISODES, EVAL_MODE, EVAL_SEED = 32, "greedy", 0
 
@@ -143,9 +145,11 @@ HEADER = (
     "ours, eval episodes: mean [95% CI] | published | source | wall (min) |\n"
     "|---|---|---|---:|---:|---|---|---|---|---:|\n"
 )
-NOTE = ("Training episodes: the last 5% of training, with exploration. Eval episodes: "
-        f"{EVAL_EPISODES} {EVAL_MODE} episodes per seed after the last update, the same start states for "
-        "every seed. In bold: the one of the same kind as the published figure.\n")
+NOTE = (
+    "Training episodes: the last 5% of training, with exploration. Eval episodes: "
+    f"{EVAL_EPISODES} {EVAL_MODE} episodes per seed after the last update, the same start states for "
+    "every seed. In bold: the one of the same kind as the published figure.\n"
+)
 
 
 def format_row(row: Row) -> str:

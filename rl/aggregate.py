@@ -50,8 +50,15 @@ __all__ = [
 ]
 
 # Quantile statistics and their levels, in the order of the CSV columns.
-QUANTILES: dict[str, float] = {"min": 0.0, "q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75,
-                               "q95": 0.95, "max": 1.0}
+QUANTILES: dict[str, float] = {
+    "min": 0.0,
+    "q05": 0.05,
+    "q25": 0.25,
+    "median": 0.5,
+    "q75": 0.75,
+    "q95": 0.95,
+    "max": 1.0,
+}
 # Every statistic of :func:`over_seeds`, in the order of the CSV columns.
 STATS: tuple[str, ...] = ("count", "mean", "iqm", *QUANTILES)
 # Columns of metrics_over_seeds.csv.
@@ -161,7 +168,6 @@ class AggregateCsvSink(_FileSink):
             _sync(self._file)
 
 
-
 def _cut_after(path: Path, update: int) -> None:
     """Keep the header and the rows of updates ``< update``; a partial last line (a crash) goes too.
 
@@ -222,7 +228,8 @@ def describe_seeds(summary: Mapping[str, Any]) -> list[str]:
     lines = [f"  over seeds: {spread} | IQM {summary['final_return_iqm']:.2f}"]
     worst = ", ".join(f"{w['seed']} ({w['final_return']:.1f})" for w in summary.get("final_return_worst", []))
     missing = summary.get("final_return_missing", 0)
-    tail = (f"; {missing} seed{'s' if missing != 1 else ''} ended no episode in the last 5% of training"
-            if missing else "")
+    tail = (
+        f"; {missing} seed{'s' if missing != 1 else ''} ended no episode in the last 5% of training" if missing else ""
+    )
     lines.append(f"  worst seeds: {worst}{tail} (every seed: summary.json)")
     return lines

@@ -54,9 +54,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Callable, NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 import jax
 import numpy as np
@@ -230,9 +231,7 @@ def _shapes(tree: Any) -> list[tuple[tuple[int, ...], str]]:
 def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
     """Whether ``directory`` holds at least one finished checkpoint."""
     path = Path(directory)
-    return path.is_dir() and any(
-        p.is_dir() and p.name.isdigit() and (p / META).exists() for p in path.iterdir()
-    )
+    return path.is_dir() and any(p.is_dir() and p.name.isdigit() and (p / META).exists() for p in path.iterdir())
 
 
 class Checkpointer:
@@ -271,12 +270,27 @@ class Checkpointer:
 
         from rl.errors import check
 
-        check(isinstance(every, int) and not isinstance(every, bool) and every >= 0,
-              "checkpoint_every", every, "must be an integer >= 0 (0 = only at the end)")
-        check(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
-              and seconds >= 0, "checkpoint_seconds", seconds, "must be a finite number of seconds >= 0 (0 = off)")
-        check(isinstance(max_to_keep, int) and not isinstance(max_to_keep, bool) and max_to_keep >= 1,
-              "keep_checkpoints", max_to_keep, "must be an integer >= 1")
+        check(
+            isinstance(every, int) and not isinstance(every, bool) and every >= 0,
+            "checkpoint_every",
+            every,
+            "must be an integer >= 0 (0 = only at the end)",
+        )
+        check(
+            isinstance(seconds, (int, float))
+            and not isinstance(seconds, bool)
+            and math.isfinite(seconds)
+            and seconds >= 0,
+            "checkpoint_seconds",
+            seconds,
+            "must be a finite number of seconds >= 0 (0 = off)",
+        )
+        check(
+            isinstance(max_to_keep, int) and not isinstance(max_to_keep, bool) and max_to_keep >= 1,
+            "keep_checkpoints",
+            max_to_keep,
+            "must be an integer >= 1",
+        )
         self.directory = Path(directory).absolute()
         self.every = every
         self.seconds = float(seconds)
@@ -290,8 +304,11 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous
         )
-        handlers = {STATE: ocp.StandardCheckpointHandler(), METRICS: ocp.StandardCheckpointHandler(),
-                    META: ocp.JsonCheckpointHandler()}
+        handlers = {
+            STATE: ocp.StandardCheckpointHandler(),
+            METRICS: ocp.StandardCheckpointHandler(),
+            META: ocp.JsonCheckpointHandler(),
+        }
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         _quiet(True)
         _drop_closed_loop_callbacks()
@@ -349,14 +366,15 @@ class Checkpointer:
             raise self._failed
         if update in self._manager.all_steps():
             return  # already saved (e.g. an interrupt right after a resume)
-        record = {**(meta or {}), "update": int(update), "chunk": int(chunk),
-                  "key_impls": _key_impls(state)}
+        record = {**(meta or {}), "update": int(update), "chunk": int(chunk), "key_impls": _key_impls(state)}
         ocp = self._ocp
-        args = ocp.args.Composite(**{
-            STATE: ocp.args.StandardSave(_keys_to_data(state)),
-            METRICS: ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
-            META: ocp.args.JsonSave(record),
-        })
+        args = ocp.args.Composite(
+            **{
+                STATE: ocp.args.StandardSave(_keys_to_data(state)),
+                METRICS: ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
+                META: ocp.args.JsonSave(record),
+            }
+        )
         with self._writing():
             self._manager.save(update, args=args)
         self._last_save = time.monotonic()
@@ -373,7 +391,8 @@ class Checkpointer:
                 raise
             except Exception as err:  # orbax/tensorstore raise ValueError, OSError, RuntimeError ...
                 self._failed = CheckpointWriteError(
-                    f"could not write a checkpoint in {self.directory}: {short_reason(err)}")
+                    f"could not write a checkpoint in {self.directory}: {short_reason(err)}"
+                )
                 raise self._failed from err
 
         return guard()
@@ -422,15 +441,16 @@ class Checkpointer:
                 continue
             if self.damaged:
                 bad = sorted(self.damaged, reverse=True)
-                self._log(f"warning: the checkpoint(s) at update {', '.join(map(str, bad))} in {self.directory} "
-                          f"cannot be read ({self.damaged[bad[0]]}); using the newest good one, at update "
-                          f"{candidate}" + (f"; the damaged folder(s) are kept as <update>.damaged"
-                                            if self.set_aside_damaged else ""))
+                self._log(
+                    f"warning: the checkpoint(s) at update {', '.join(map(str, bad))} in {self.directory} "
+                    f"cannot be read ({self.damaged[bad[0]]}); using the newest good one, at update "
+                    f"{candidate}"
+                    + ("; the damaged folder(s) are kept as <update>.damaged" if self.set_aside_damaged else "")
+                )
                 if self.set_aside_damaged:
                     self._set_aside(bad)
             return restored
-        raise CheckpointReadError(
-            f"no checkpoint in {self.directory} can be read: " + "; ".join(failures))
+        raise CheckpointReadError(f"no checkpoint in {self.directory} can be read: " + "; ".join(failures))
 
     def _restore_step(self, abstract_state: Any, step: int) -> Restored:
         """Read one checkpoint; damage -> CheckpointReadError, other shapes -> CheckpointMismatchError."""
@@ -445,12 +465,15 @@ class Checkpointer:
         if layout != _shapes(target):
             raise CheckpointMismatchError(
                 f"checkpoint {where} does not fit this algorithm's training state (its arrays have other "
-                "shapes: was the config changed since it was saved?)")
+                "shapes: was the config changed since it was saved?)"
+            )
         ocp = self._ocp
-        args = ocp.args.Composite(**{
-            STATE: ocp.args.StandardRestore(target),
-            METRICS: ocp.args.StandardRestore(),
-        })
+        args = ocp.args.Composite(
+            **{
+                STATE: ocp.args.StandardRestore(target),
+                METRICS: ocp.args.StandardRestore(),
+            }
+        )
         try:
             out = self._manager.restore(step, args=args)
             state = _data_to_keys(out[STATE], abstract_state, meta.get("key_impls", []))
@@ -515,9 +538,7 @@ class Checkpointer:
         if step is None:
             return steps[-1]
         if step not in steps:
-            raise FileNotFoundError(
-                f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}"
-            )
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}")
         return step
 
 
@@ -548,8 +569,7 @@ class StopOnSignals:
             raise KeyboardInterrupt
         self.requested = name
         text = self._message or "stopping after the current chunk and saving a checkpoint"
-        print(f"\n{name} received: {text} (Ctrl-C again to abort at once)",
-              file=self._file or sys.stderr, flush=True)
+        print(f"\n{name} received: {text} (Ctrl-C again to abort at once)", file=self._file or sys.stderr, flush=True)
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():

@@ -130,8 +130,12 @@ class ParquetSink(_ClosingSink):
       resume_from_update: continue a resumed run from this update (drops later rows first).
     """
 
-    def __init__(self, path: str | os.PathLike[str], run_labels: Sequence[Mapping[str, Any]],
-                 resume_from_update: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        run_labels: Sequence[Mapping[str, Any]],
+        resume_from_update: int | None = None,
+    ) -> None:
         import pyarrow as pa
 
         self.path = Path(path)
@@ -180,8 +184,10 @@ class ParquetSink(_ClosingSink):
         if self._metric_names is None:
             self._metric_names = names
         elif names != self._metric_names:
-            raise ValueError(f"{self.path} has the metrics {self._metric_names} but this chunk gives {names}; "
-                             "log the same metrics every chunk.")
+            raise ValueError(
+                f"{self.path} has the metrics {self._metric_names} but this chunk gives {names}; "
+                "log the same metrics every chunk."
+            )
         runs = np.repeat(np.arange(self._num_runs), num_updates)  # run-major, as the CSV sink
         update = np.tile(np.arange(first_update, first_update + num_updates, dtype=np.int32), self._num_runs)
         columns: dict[str, Any] = {key: values.take(runs) for key, values in self._labels.items()}
@@ -225,6 +231,7 @@ def compact(path: str | os.PathLike[str]) -> None:
     folder = parts_folder(path)
     parts = _parts(folder)
     if parts and not path.exists():
+
         def write(tmp: str) -> None:
             schema = _read_file(parts[0][2]).schema
             with pq.ParquetWriter(tmp, schema, **_encodings(schema)) as writer:
@@ -303,8 +310,11 @@ def check_covers(path: str | os.PathLike[str], num_runs: int, update: int) -> st
                 return f"{part} has {rows} rows, not {num_runs} runs x {stop - first} updates"
             covered = stop
         if covered < update:
-            return (f"{path.name} covers updates before {covered} but the checkpoint covers {update}"
-                    if covered else f"{path} and its parts are missing")
+            return (
+                f"{path.name} covers updates before {covered} but the checkpoint covers {update}"
+                if covered
+                else f"{path} and its parts are missing"
+            )
         return None
     except OSError as err:
         return f"{path} cannot be read: {err}"

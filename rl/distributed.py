@@ -64,7 +64,9 @@ def _as_int(name: str, value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ConfigError(name, value, f"must be an integer (flag --{name.replace('_', '-')} or {ENV_VARS[name]})")
+        raise ConfigError(
+            name, value, f"must be an integer (flag --{name.replace('_', '-')} or {ENV_VARS[name]})"
+        ) from None
 
 
 def initialize(
@@ -197,6 +199,4 @@ def assert_same_on_all_processes(value: Any, what: str) -> None:
 
     digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()
     words = np.frombuffer(digest[:16], dtype=np.uint32)
-    multihost_utils.assert_equal(
-        words, f"the processes disagree on {what}; start every process with the same flags"
-    )
+    multihost_utils.assert_equal(words, f"the processes disagree on {what}; start every process with the same flags")

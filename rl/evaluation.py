@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -121,8 +122,15 @@ def play_episodes(
     venv = envs.VecEnv(env, num_episodes)
     reset_key, key = jax.random.split(key)
     obs, state = venv.reset(reset_key, env_params)
-    carry = (jnp.int32(0), state, obs, key, jnp.zeros((num_episodes,), jnp.float32),
-             jnp.zeros((num_episodes,), jnp.int32), jnp.zeros((num_episodes,), bool))
+    carry = (
+        jnp.int32(0),
+        state,
+        obs,
+        key,
+        jnp.zeros((num_episodes,), jnp.float32),
+        jnp.zeros((num_episodes,), jnp.int32),
+        jnp.zeros((num_episodes,), bool),
+    )
 
     def running(c):
         t, *_, done = c
@@ -173,16 +181,27 @@ class EvalConfig:
         def is_int(v: Any) -> bool:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-        check(self.every is None or (is_int(self.every) and self.every >= 0), "eval_every", self.every,
-              "must be an integer >= 0 (updates between evaluations; 0 = no evaluation) or None (automatic)")
-        check(is_int(self.episodes) and 1 <= self.episodes <= 2**24, "eval_episodes", self.episodes,
-              "must be an integer in [1, 2**24] (episodes per evaluation and seed)")
+        check(
+            self.every is None or (is_int(self.every) and self.every >= 0),
+            "eval_every",
+            self.every,
+            "must be an integer >= 0 (updates between evaluations; 0 = no evaluation) or None (automatic)",
+        )
+        check(
+            is_int(self.episodes) and 1 <= self.episodes <= 2**24,
+            "eval_episodes",
+            self.episodes,
+            "must be an integer in [1, 2**24] (episodes per evaluation and seed)",
+        )
         check(self.mode in EVAL_MODES, "eval_mode", self.mode, f"must be one of {', '.join(EVAL_MODES)}")
-        check(is_int(self.seed) and 0 <= self.seed < 2**31, "eval_seed", self.seed,
-              "must be an integer in [0, 2**31)")
+        check(is_int(self.seed) and 0 <= self.seed < 2**31, "eval_seed", self.seed, "must be an integer in [0, 2**31)")
         if self.max_steps is not None:
-            check(is_int(self.max_steps) and 1 <= self.max_steps < 2**31, "eval_max_steps", self.max_steps,
-                  "must be an integer in [1, 2**31) or None (the env's time limit)")
+            check(
+                is_int(self.max_steps) and 1 <= self.max_steps < 2**31,
+                "eval_max_steps",
+                self.max_steps,
+                "must be an integer in [1, 2**31) or None (the env's time limit)",
+            )
 
     @property
     def deterministic(self) -> bool:
@@ -252,10 +271,8 @@ def make_evaluation(act: Callable[..., chex.Array], env: Any, env_params: Any, c
                 obs = normalizer.normalize(stats, obs)
             return act(params, obs, key, config.deterministic)
 
-        episodes = play_episodes(policy, eval_env, env_params, jax.random.key(config.seed), config.episodes,
-                                 max_steps)
-        return {EVAL_RETURN: jnp.mean(episodes.returns),
-                EVAL_LENGTH: jnp.mean(episodes.lengths.astype(jnp.float32))}
+        episodes = play_episodes(policy, eval_env, env_params, jax.random.key(config.seed), config.episodes, max_steps)
+        return {EVAL_RETURN: jnp.mean(episodes.returns), EVAL_LENGTH: jnp.mean(episodes.lengths.astype(jnp.float32))}
 
     return Evaluation(every=config.every, inputs=inputs, run=run, config=config)
 
@@ -273,7 +290,8 @@ def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) ->
     if config.every is None:
         max_steps = config.max_steps or default_max_steps(env_params)
         config = dataclasses.replace(
-            config, every=auto_every(algo.num_updates, algo.steps_per_update, config.episodes, max_steps))
+            config, every=auto_every(algo.num_updates, algo.steps_per_update, config.episodes, max_steps)
+        )
     if config.every == 0:
         return algo._replace(evaluation=None)
     return algo._replace(evaluation=make_evaluation(algo.act, env, env_params, config))
@@ -317,4 +335,3 @@ def final_eval_returns(eval_return: np.ndarray) -> tuple[np.ndarray, int | None]
         return np.full(eval_return.shape[:1], np.nan), None
     last = int(played[-1])
     return eval_return[:, last], last
-

@@ -21,16 +21,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from rl.errors import ConfigError
 
-__all__ = ["MIN_METRICS", "Need", "available_host_bytes", "check_fits", "describe_bytes", "largest_field",
-           "need_per_run"]
+__all__ = [
+    "MIN_METRICS",
+    "Need",
+    "available_host_bytes",
+    "check_fits",
+    "describe_bytes",
+    "largest_field",
+    "need_per_run",
+]
 
 MIN_METRICS = 4  # episode_return, episode_length, episodes, nonfinite: every agent reports at least these
 
@@ -101,9 +109,10 @@ def available_host_bytes() -> int | None:
         except (ValueError, OSError, AttributeError):
             pass
     # a container's limit: cgroup v2, then v1 ("max" / a huge number mean no limit)
-    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_path, usage_path in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         limit, usage = _read_int(limit_path), _read_int(usage_path)
         if limit is not None and usage is not None and limit < 2**60:
             found.append(max(limit - usage, 0))
@@ -170,16 +179,20 @@ def check_fits(
         value = num_runs // runs_per_unit if runs_value is None else runs_value
         most = fits * num_runs // runs // runs_per_unit
         raise ConfigError(
-            runs_field, value,
+            runs_field,
+            value,
             f"{num_runs:,} {unit} need at least {describe_bytes(per_run * runs)} of memory {where} "
             f"({describe_bytes(per_run)} each) but {describe_bytes(budget)} is available; "
-            f"use at most {most:,}")
+            f"use at most {most:,}",
+        )
     named = culprit() if culprit is not None else None
     field, value = named if named is not None else ("config", "(all fields)")
     raise ConfigError(
-        field, value,
+        field,
+        value,
         f"one of the {unit} needs at least {describe_bytes(per_run)} of memory {where} but {describe_bytes(budget)} "
-        f"is available; make it smaller")
+        f"is available; make it smaller",
+    )
 
 
 def largest_field(config: Any, measure: Callable[[Any], int]) -> tuple[str, Any] | None:

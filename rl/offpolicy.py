@@ -7,7 +7,8 @@ DQN, SAC and TD3 (and DDPG, a TD3 setting) build on these; replay itself is ``rl
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax

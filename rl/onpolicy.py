@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -127,9 +128,7 @@ def epochs(
 
     def epoch(carry, epoch_key):
         perm = jax.random.permutation(epoch_key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
-        )
+        minibatches = jax.tree.map(lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch)
         return jax.lax.scan(minibatch_step, carry, minibatches)
 
     keys = jax.random.split(key, update_epochs)

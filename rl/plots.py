@@ -34,7 +34,6 @@ BAND_ALPHA = 0.25
 RAW_ALPHA = 0.35  # the unsmoothed mean under a smoothed one
 
 
-
 class Curve(NamedTuple):
     """A mean curve with its confidence band, all ``[U]``."""
 
@@ -77,8 +76,14 @@ def _draw_curve(figure: Figure, curve: Curve, label: str | None, band: bool = Tr
     (line,) = axes.plot(curve.env_steps[shown], curve.mean[shown], label=label, marker=marker)
     banded = shown & np.isfinite(curve.low) & np.isfinite(curve.high)
     if band and banded.any():
-        axes.fill_between(curve.env_steps[banded], curve.low[banded], curve.high[banded],
-                          color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+        axes.fill_between(
+            curve.env_steps[banded],
+            curve.low[banded],
+            curve.high[banded],
+            color=line.get_color(),
+            alpha=BAND_ALPHA,
+            linewidth=0,
+        )
 
 
 def plot_curves(
@@ -150,17 +155,30 @@ def learning_curve_figure(
     x, shown = curve.env_steps, np.isfinite(curve.mean)
     marker = "o" if shown.sum() == 1 else None
     if smooth > 1:
-        (raw,) = axes.plot(x[shown], curve.mean[shown], alpha=RAW_ALPHA, linewidth=1, marker=marker,
-                           label=f"mean of {runs}, per bin")
+        (raw,) = axes.plot(
+            x[shown], curve.mean[shown], alpha=RAW_ALPHA, linewidth=1, marker=marker, label=f"mean of {runs}, per bin"
+        )
         drawn = np.isfinite(curve.smoothed)
-        axes.plot(x[drawn], curve.smoothed[drawn], color=raw.get_color(), marker=marker,
-                  label=f"the same, smoothed over {smooth} bins")
+        axes.plot(
+            x[drawn],
+            curve.smoothed[drawn],
+            color=raw.get_color(),
+            marker=marker,
+            label=f"the same, smoothed over {smooth} bins",
+        )
     else:
         (raw,) = axes.plot(x[shown], curve.mean[shown], marker=marker, label=f"mean of {runs}")
     banded = shown & np.isfinite(curve.low) & np.isfinite(curve.high)
     if band_label is not None and banded.any():
-        axes.fill_between(x[banded], curve.low[banded], curve.high[banded], color=raw.get_color(),
-                          alpha=BAND_ALPHA, linewidth=0, label=band_label)
+        axes.fill_between(
+            x[banded],
+            curve.low[banded],
+            curve.high[banded],
+            color=raw.get_color(),
+            alpha=BAND_ALPHA,
+            linewidth=0,
+            label=band_label,
+        )
     axes.legend(loc="best", fontsize="small")
     return figure, curve
 

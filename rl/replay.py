@@ -116,7 +116,11 @@ def n_step_return(sequences: Stored, bootstrap: Array, gamma) -> Array:
     chex.assert_equal_shape([sequences.reward, bootstrap])
     swap = lambda x: jnp.swapaxes(x, 0, 1)  # [n, batch]
     targets = n_step_targets(
-        swap(sequences.reward), swap(bootstrap), swap(sequences.terminated), swap(sequences.truncated),
-        gamma, 1.0,
+        swap(sequences.reward),
+        swap(bootstrap),
+        swap(sequences.terminated),
+        swap(sequences.truncated),
+        gamma,
+        1.0,
     )
     return targets[0]

@@ -8,7 +8,8 @@ episode statistics written by ``envs.EpisodeStatistics``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -43,10 +44,10 @@ class EpisodeStats(NamedTuple):
     count: Array  # int32[] number of completed episodes
 
     @staticmethod
-    def zero() -> "EpisodeStats":
+    def zero() -> EpisodeStats:
         return EpisodeStats(jnp.float32(0.0), jnp.float32(0.0), jnp.int32(0))
 
-    def __add__(self, other: "EpisodeStats") -> "EpisodeStats":  # type: ignore[override]
+    def __add__(self, other: EpisodeStats) -> EpisodeStats:  # type: ignore[override]
         return EpisodeStats(*(a + b for a, b in zip(self, other)))
 
     def as_metrics(self) -> dict[str, Array]:
@@ -75,9 +76,7 @@ def episode_stats(info: dict[str, Array]) -> EpisodeStats:
 
 def env_step(env, env_params, env_state, obs: Array, action: Array, key, extras=None):
     """Step B envs once; returns ``(Transition, env_state, next_obs, EpisodeStats)``."""
-    next_obs, env_state, reward, terminated, truncated, info = env.step(
-        key, env_state, action, env_params
-    )
+    next_obs, env_state, reward, terminated, truncated, info = env.step(key, env_state, action, env_params)
     chex.assert_rank([reward, terminated, truncated], 1)
     transition = Transition(
         obs=obs,
@@ -104,13 +103,9 @@ def rollout(env, env_params, policy: Policy, env_state, obs: Array, key, num_ste
         env_state, obs, stats = carry
         act_key, env_key = jax.random.split(step_key)
         action, extras = policy(obs, act_key)
-        transition, env_state, obs, step_stats = env_step(
-            env, env_params, env_state, obs, action, env_key, extras
-        )
+        transition, env_state, obs, step_stats = env_step(env, env_params, env_state, obs, action, env_key, extras)
         return (env_state, obs, stats + step_stats), transition
 
     keys = jax.random.split(key, num_steps)
-    (env_state, obs, stats), transitions = jax.lax.scan(
-        step, (env_state, obs, EpisodeStats.zero()), keys
-    )
+    (env_state, obs, stats), transitions = jax.lax.scan(step, (env_state, obs, EpisodeStats.zero()), keys)
     return transitions, env_state, obs, stats

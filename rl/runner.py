@@ -37,14 +37,16 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rl import distributed
 from rl.errors import ConfigError
@@ -77,8 +79,9 @@ class Algorithm(NamedTuple):
     evaluation: Any = None
 
 
-def bind(name: str, static: Any, init: Callable, update: Callable, act: Callable, steps_per_update: int,
-         num_updates: int) -> Algorithm:
+def bind(
+    name: str, static: Any, init: Callable, update: Callable, act: Callable, steps_per_update: int, num_updates: int
+) -> Algorithm:
     """The ``Algorithm`` of an agent module: its ``init``, ``update`` and ``act`` with their first
     argument, ``static`` (what the factory closed over; ``static.config`` is the Config), bound."""
     return Algorithm(
@@ -139,8 +142,9 @@ class TrainResult:
     algo: Algorithm | None = None  # the algorithm that was trained
     seeds: list[int] | None = None  # the seed of every run (set by ``train``)
 
-    def save(self, run_dir: Any, env: str, *, seeds: Sequence[int] | None = None,
-             per_seed_metrics: str = "auto") -> Any:
+    def save(
+        self, run_dir: Any, env: str, *, seeds: Sequence[int] | None = None, per_seed_metrics: str = "auto"
+    ) -> Any:
         """Write this result as a run folder that ``agents.load`` and ``experiments.evaluate`` read.
 
         ``env`` is the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with (it is
@@ -228,8 +232,9 @@ def init_sequentially(mesh: jax.sharding.Mesh) -> bool:
     return any(d.platform == "cpu" for d in mesh.devices.flat)
 
 
-def _sharded(fn: Callable, mesh, donate: bool, sequential: bool = False,
-             in_axes: tuple[int | None, ...] | None = None) -> Callable:
+def _sharded(
+    fn: Callable, mesh, donate: bool, sequential: bool = False, in_axes: tuple[int | None, ...] | None = None
+) -> Callable:
     """``jit(shard_map(vmap(fn)))`` with every input and output split on runs.
 
     ``in_axes`` (one entry per input, default all 0): an input marked None is not split
@@ -275,7 +280,9 @@ def _named_fields(tree: Any) -> list[tuple[str, Any]]:
 
 def _any_nonfinite(tree: Any) -> chex.Array:
     """int32[] 1 if any floating leaf of ``tree`` holds a NaN or inf."""
-    floats = [jnp.asarray(x).ravel() for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    floats = [
+        jnp.asarray(x).ravel() for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
     if not floats:
         return jnp.int32(0)
     # one concatenated reduction, not one per leaf: on CPU each separate reduction is a kernel
@@ -444,7 +451,8 @@ def run_batch(
         # program as the uninterrupted run, so the results are bit-identical.
         lower_as = jax.tree.map(
             lambda x, a: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=a.weak_type),
-            state, abstract,
+            state,
+            abstract,
         )
     else:
         init = init_fn.lower(keys, hypers).compile()
@@ -466,8 +474,12 @@ def run_batch(
     divergence: list[Divergence] = []
     status = "completed"
     meta = {
-        "schedule": schedule, "num_runs": num_runs, "num_updates": algo.num_updates,
-        "steps_per_update": algo.steps_per_update, "agent": algo.name, **(checkpoint_meta or {}),
+        "schedule": schedule,
+        "num_runs": num_runs,
+        "num_updates": algo.num_updates,
+        "steps_per_update": algo.steps_per_update,
+        "agent": algo.name,
+        **(checkpoint_meta or {}),
     }
 
     def drain(item) -> bool:
@@ -484,8 +496,11 @@ def run_batch(
 
     def save(chunks_done: int) -> None:
         checkpointer.save(
-            state, update=starts[chunks_done], chunk=chunks_done,
-            metrics=_concat(host_metrics), meta=meta,
+            state,
+            update=starts[chunks_done],
+            chunk=chunks_done,
+            metrics=_concat(host_metrics),
+            meta=meta,
         )
 
     chunk = first_chunk
@@ -624,13 +639,19 @@ def train(
             lambda x: jnp.repeat(jnp.broadcast_to(jnp.asarray(x, jnp.float32), (h,)), len(seeds)), hyper
         )
     else:
-        raise ConfigError(
-            "hyper", hyper, "each field must be a scalar or a 1-D array, all 1-D arrays of one length"
-        )
+        raise ConfigError("hyper", hyper, "each field must be a scalar or a 1-D array, all 1-D arrays of one length")
     result = run_batch(
-        algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk,
-        checkpointer=checkpointer, resume=resume, should_stop=should_stop,
-        checkpoint_meta=checkpoint_meta, stop_on_divergence=stop_on_divergence,
+        algo,
+        keys,
+        hypers,
+        num_chunks=num_chunks,
+        mesh=mesh,
+        on_chunk=on_chunk,
+        checkpointer=checkpointer,
+        resume=resume,
+        should_stop=should_stop,
+        checkpoint_meta=checkpoint_meta,
+        stop_on_divergence=stop_on_divergence,
     )
     result.seeds = seeds * (int(keys.shape[0]) // len(seeds))  # run h * S + s has seeds[s]
     return result

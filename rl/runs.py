@@ -45,8 +45,9 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,13 +76,18 @@ FEW_SEEDS = 32
 # --per-seed-metrics: "auto" is "csv" up to FEW_SEEDS seeds, else "parquet".
 PER_SEED_FORMATS = ("auto", "csv", "parquet", "none")
 AGGREGATE_FILE, CSV_FILE, JSONL_FILE, PARQUET_FILE = (
-    "metrics_over_seeds.csv", "metrics.csv", "metrics.jsonl", "metrics.parquet")
+    "metrics_over_seeds.csv",
+    "metrics.csv",
+    "metrics.jsonl",
+    "metrics.parquet",
+)
 SAVED_BY = "rl.TrainResult.save"
 
 
-
 def final_return_summary(
-    episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION,
+    episode_return: np.ndarray,
+    episodes: np.ndarray,
+    fraction: float = FINAL_FRACTION,
     seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The final-return fields of ``summary.json`` for ``[N, U]`` per-update metrics.
@@ -139,8 +145,14 @@ def final_eval_return_summary(eval_return: np.ndarray, evaluation: Any) -> dict[
     config = evaluation.config
     return {
         **score_summary(final, "final_eval_return"),
-        "eval": {"every": config.every, "episodes": config.episodes, "mode": config.mode, "seed": config.seed,
-                 "max_steps": config.max_steps, "final_update": update},
+        "eval": {
+            "every": config.every,
+            "episodes": config.episodes,
+            "mode": config.mode,
+            "seed": config.seed,
+            "max_steps": config.max_steps,
+            "final_update": update,
+        },
     }
 
 
@@ -169,8 +181,10 @@ def describe_final_return(summary: dict[str, Any]) -> str:
     low, high = summary["final_return_range"]
     scored = sum(x is not None for x in summary["final_return_per_seed"])
     over = f"{scored} seed" + ("s" if scored != 1 else "")
-    return (f"final return {mean:.2f} (range {low:.2f} .. {high:.2f} over {over}; too few seeds for a "
-            f"95% CI, use {stats.MIN_RUNS_FOR_CI} or more)")
+    return (
+        f"final return {mean:.2f} (range {low:.2f} .. {high:.2f} over {over}; too few seeds for a "
+        f"95% CI, use {stats.MIN_RUNS_FOR_CI} or more)"
+    )
 
 
 def per_seed_format(requested: str, num_seeds: int) -> str:
@@ -195,8 +209,13 @@ def writes_params_npz(num_seeds: int) -> bool:
     return num_seeds <= FEW_SEEDS
 
 
-def metric_sinks(run_dir: str | os.PathLike[str], run_labels: Sequence[dict[str, Any]], per_seed: str,
-                 steps_per_update: int, resume_from_update: int | None = None) -> Any:
+def metric_sinks(
+    run_dir: str | os.PathLike[str],
+    run_labels: Sequence[dict[str, Any]],
+    per_seed: str,
+    steps_per_update: int,
+    resume_from_update: int | None = None,
+) -> Any:
     """The metric sinks of a run folder, as one ``rl.sinks.MultiSink``.
 
     ``metrics_over_seeds.csv`` and ``tensorboard/`` always; the per-seed files of ``per_seed``
@@ -223,8 +242,14 @@ def metric_sinks(run_dir: str | os.PathLike[str], run_labels: Sequence[dict[str,
             sinks.append(ParquetSink(run_dir / PARQUET_FILE, run_labels, resume_from_update=resume_from_update))
         elif per_seed != "none":
             raise ValueError(f"per_seed must be 'csv', 'parquet' or 'none', not {per_seed!r}")
-        sinks.append(TensorBoardSink(run_dir / "tensorboard", run_labels, resume_from_update=resume_from_update,
-                                     steps_per_update=steps_per_update))
+        sinks.append(
+            TensorBoardSink(
+                run_dir / "tensorboard",
+                run_labels,
+                resume_from_update=resume_from_update,
+                steps_per_update=steps_per_update,
+            )
+        )
     except BaseException:
         with contextlib.suppress(Exception):  # the first failure is the one to report
             MultiSink(sinks).close()
@@ -278,21 +303,34 @@ def _check_env(env: str, algo: Any, params: Any) -> None:
     import envs
 
     if not isinstance(env, str):
-        raise ValueError(f"env must be the env id or MODULE:ATTRIBUTE spec the algorithm was made with, "
-                         f"not {type(env).__name__}: config.json stores it and agents.load builds it again")
+        raise ValueError(
+            f"env must be the env id or MODULE:ATTRIBUTE spec the algorithm was made with, "
+            f"not {type(env).__name__}: config.json stores it and agents.load builds it again"
+        )
     made, env_params = envs.make(env)
     obs, _ = jax.eval_shape(lambda key: made.reset(key, env_params), jax.random.key(0))
     first = jax.tree.map(lambda x: x[0], params)
     try:
-        jax.eval_shape(lambda p, o: algo.act(p, o, jax.random.key(0), True), first,
-                       jax.ShapeDtypeStruct((1, *obs.shape), obs.dtype))
+        jax.eval_shape(
+            lambda p, o: algo.act(p, o, jax.random.key(0), True),
+            first,
+            jax.ShapeDtypeStruct((1, *obs.shape), obs.dtype),
+        )
     except (TypeError, ValueError) as err:
-        raise ValueError(f"env {env!r} does not fit the trained policy ({type(err).__name__}: {err}); give "
-                         "the env id or spec the algorithm was made with") from None
+        raise ValueError(
+            f"env {env!r} does not fit the trained policy ({type(err).__name__}: {err}); give "
+            "the env id or spec the algorithm was made with"
+        ) from None
 
 
-def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: Sequence[int] | None = None,
-             per_seed_metrics: str = "auto") -> Path:
+def save_run(
+    result: Any,
+    run_dir: str | os.PathLike[str],
+    env: str,
+    *,
+    seeds: Sequence[int] | None = None,
+    per_seed_metrics: str = "auto",
+) -> Path:
     """Write ``result`` (an ``rl.TrainResult``) as a run folder; returns its path.
 
     Args:
@@ -321,8 +359,10 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
     if seeds is None or len(seeds) != result.num_runs:
         raise ValueError(f"give seeds=[...], one per run ({result.num_runs}); got {seeds}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"the runs' seeds {seeds} repeat: this result trained several hyperparameter settings; a "
-                         "run folder holds one setting: train each with its own rl.train call, or use rl.sweep")
+        raise ValueError(
+            f"the runs' seeds {seeds} repeat: this result trained several hyperparameter settings; a "
+            "run folder holds one setting: train each with its own rl.train call, or use rl.sweep"
+        )
     hyper = _one_setting(result.hypers)
     per_seed = per_seed_format(per_seed_metrics, len(seeds))
     if not result.metrics or result.num_updates == 0:
@@ -335,12 +375,25 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
 
     sharding = getattr(jax.tree.leaves(result.params)[0], "sharding", None)
     devices = [] if sharding is None else sorted(sharding.device_set, key=lambda d: d.id)
-    _write_json(run_dir / "config.json", {
-        "agent": algo.name, "env": env, "preset": None, "preset_file": None, "seeds": seeds,
-        "num_chunks": result.num_chunks, "checkpoint_every": 0, "keep_checkpoints": 1, "per_seed_metrics": per_seed,
-        "config": _jsonable(dataclasses.asdict(algo.config)), "hyper": hyper,
-        "jax_version": jax.__version__, "devices": [str(d) for d in devices], "saved_by": SAVED_BY,
-    })
+    _write_json(
+        run_dir / "config.json",
+        {
+            "agent": algo.name,
+            "env": env,
+            "preset": None,
+            "preset_file": None,
+            "seeds": seeds,
+            "num_chunks": result.num_chunks,
+            "checkpoint_every": 0,
+            "keep_checkpoints": 1,
+            "per_seed_metrics": per_seed,
+            "config": _jsonable(dataclasses.asdict(algo.config)),
+            "hyper": hyper,
+            "jax_version": jax.__version__,
+            "devices": [str(d) for d in devices],
+            "saved_by": SAVED_BY,
+        },
+    )
     labels = [{"seed": s} for s in seeds]
     sink = metric_sinks(run_dir, labels, per_seed, algo.steps_per_update)
     try:
@@ -350,29 +403,53 @@ def save_run(result: Any, run_dir: str | os.PathLike[str], env: str, *, seeds: S
     ret, count = result.metrics.get("episode_return"), result.metrics.get("episodes")
     if ret is not None and count is not None:
         env_steps = (np.arange(ret.shape[1]) + 1) * algo.steps_per_update
-        plots.plot_learning_curve(run_dir / "curve.png", env_steps, ret, count,
-                                  title=f"{algo.name} on {env} ({len(seeds)} seeds)")
+        plots.plot_learning_curve(
+            run_dir / "curve.png", env_steps, ret, count, title=f"{algo.name} on {env} ({len(seeds)} seeds)"
+        )
     if writes_params_npz(len(seeds)):
         _save_params(run_dir / "params.npz", result.params)
     with Checkpointer(run_dir / "checkpoints", every=0, max_to_keep=1, asynchronous=False) as checkpointer:
-        checkpointer.save(result.state, update=result.num_updates, chunk=result.num_chunks, metrics=result.metrics,
-                          meta={"num_runs": result.num_runs, "num_updates": algo.num_updates,
-                                "steps_per_update": algo.steps_per_update, "agent": algo.name, "saved_by": SAVED_BY})
+        checkpointer.save(
+            result.state,
+            update=result.num_updates,
+            chunk=result.num_chunks,
+            metrics=result.metrics,
+            meta={
+                "num_runs": result.num_runs,
+                "num_updates": algo.num_updates,
+                "steps_per_update": algo.steps_per_update,
+                "agent": algo.name,
+                "saved_by": SAVED_BY,
+            },
+        )
 
     summary: dict[str, Any] = {
-        "agent": algo.name, "env": env, "preset": None, "num_seeds": len(seeds), "seeds": seeds,
-        "status": result.status, "num_updates": result.num_updates, "total_timesteps": result.env_steps_per_run,
+        "agent": algo.name,
+        "env": env,
+        "preset": None,
+        "num_seeds": len(seeds),
+        "seeds": seeds,
+        "status": result.status,
+        "num_updates": result.num_updates,
+        "total_timesteps": result.env_steps_per_run,
     }
     if ret is not None and count is not None:
         summary.update(final_return_summary(ret, count, seeds=seeds))
     if algo.evaluation is not None and "eval_return" in result.metrics:
         summary.update(final_eval_return_summary(result.metrics["eval_return"], algo.evaluation))
     summary["params"] = "params.npz" if writes_params_npz(len(seeds)) else f"checkpoints/{result.num_updates}"
-    summary.update({
-        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
-        "env_steps_per_second": result.env_steps_per_second, "num_chunks": result.num_chunks,
-        "num_devices": len(devices) or None, "runs_per_device": result.num_runs // len(devices) if devices else None,
-        "checkpoint_update": result.num_updates, "run_dir": str(run_dir), "saved_by": SAVED_BY,
-    })
+    summary.update(
+        {
+            "compile_seconds": result.compile_seconds,
+            "run_seconds": result.run_seconds,
+            "env_steps_per_second": result.env_steps_per_second,
+            "num_chunks": result.num_chunks,
+            "num_devices": len(devices) or None,
+            "runs_per_device": result.num_runs // len(devices) if devices else None,
+            "checkpoint_update": result.num_updates,
+            "run_dir": str(run_dir),
+            "saved_by": SAVED_BY,
+        }
+    )
     _write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -81,10 +81,13 @@ class ScoreTable(NamedTuple):
         atomic_write(path, lambda f: np.savez(f, **self.scores))
         record = {
             "layout": "score_dict: {algorithm: [runs, tasks]} in " + path.name + ", as rliable takes it",
-            "tasks": list(self.tasks), "metric": self.metric,
+            "tasks": list(self.tasks),
+            "metric": self.metric,
             "normalize": None if self.normalize is None else {k: list(v) for k, v in self.normalize.items()},
-            "algorithms": {name: {"runs": int(matrix.shape[0]), "seeds": self.seeds[name].tolist(),
-                                  "sources": self.sources[name]} for name, matrix in self.scores.items()},
+            "algorithms": {
+                name: {"runs": int(matrix.shape[0]), "seeds": self.seeds[name].tolist(), "sources": self.sources[name]}
+                for name, matrix in self.scores.items()
+            },
         }
         atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
         return path, meta
@@ -132,8 +135,10 @@ def _per_seed(values: Any, seeds: Sequence[int], where: str) -> tuple[float, ...
         raise ValueError(f"{where}: expected one score per seed ({len(seeds)}), got {values!r}")
     missing = [s for s, v in zip(seeds, values) if v is None or not np.isfinite(v)]
     if missing:
-        raise ValueError(f"{where}: seed(s) {missing} have no score (no episode ended in the final window); "
-                         "a [runs, tasks] matrix needs every run: train longer or leave the folder out")
+        raise ValueError(
+            f"{where}: seed(s) {missing} have no score (no episode ended in the final window); "
+            "a [runs, tasks] matrix needs every run: train longer or leave the folder out"
+        )
     return tuple(float(v) for v in values)
 
 
@@ -146,9 +151,16 @@ def _run_blocks(folder: Path, label: str | None, metric: str) -> list[_Block]:
         have = sorted(k[: -len("_per_seed")] for k in summary if k.endswith("_per_seed"))
         raise ValueError(f"{folder / SUMMARY_FILE} has no {key!r}; metrics there: {', '.join(have) or 'none'}")
     seeds = tuple(int(s) for s in summary["seeds"])
-    return [_Block(algorithm=label or str(config["agent"]), task=str(config["env"]), seeds=seeds,
-                   values=_per_seed(summary[key], seeds, f"{folder / SUMMARY_FILE} {key}"),
-                   settings={"config": config.get("config"), "hyper": config.get("hyper")}, source=str(folder))]
+    return [
+        _Block(
+            algorithm=label or str(config["agent"]),
+            task=str(config["env"]),
+            seeds=seeds,
+            values=_per_seed(summary[key], seeds, f"{folder / SUMMARY_FILE} {key}"),
+            settings={"config": config.get("config"), "hyper": config.get("hyper")},
+            source=str(folder),
+        )
+    ]
 
 
 def _sweep_blocks(folder: Path, label: str | None, metric: str) -> list[_Block]:
@@ -162,10 +174,16 @@ def _sweep_blocks(folder: Path, label: str | None, metric: str) -> list[_Block]:
         c = int(row["config"])
         swept = ", ".join(f"{k}={v}" for k, v in values[c].items() if k != "config")
         name = f"{label or plan['agent']}[{swept}]" if swept else (label or str(plan["agent"]))
-        blocks.append(_Block(algorithm=name, task=str(plan["env"]), seeds=seeds,
-                             values=_per_seed(row["final_return_per_seed"], seeds,
-                                              f"{folder / SUMMARY_FILE} configuration {c}"),
-                             settings={"sweep": str(folder), "config": c}, source=f"{folder} (configuration {c})"))
+        blocks.append(
+            _Block(
+                algorithm=name,
+                task=str(plan["env"]),
+                seeds=seeds,
+                values=_per_seed(row["final_return_per_seed"], seeds, f"{folder / SUMMARY_FILE} configuration {c}"),
+                settings={"sweep": str(folder), "config": c},
+                source=f"{folder} (configuration {c})",
+            )
+        )
     return blocks
 
 
@@ -188,35 +206,43 @@ def _stack(blocks: list[_Block]) -> tuple[list[int], list[float], list[str]]:
         if diff is not None:
             raise ValueError(
                 f"{first.source} and {other.source} both give {first.algorithm} on {first.task} but with other "
-                f"settings ({diff}); name each: LABEL=FOLDER")
+                f"settings ({diff}); name each: LABEL=FOLDER"
+            )
     pairs = sorted((s, v) for b in blocks for s, v in zip(b.seeds, b.values))
     seeds = [s for s, _ in pairs]
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        raise ValueError(f"seed(s) {repeated} of {first.algorithm} on {first.task} appear in more than one of "
-                         f"{[b.source for b in blocks]}; leave the duplicate folder out")
+        raise ValueError(
+            f"seed(s) {repeated} of {first.algorithm} on {first.task} appear in more than one of "
+            f"{[b.source for b in blocks]}; leave the duplicate folder out"
+        )
     return seeds, [v for _, v in pairs], [b.source for b in blocks]
 
 
-def _check_normalize(normalize: Mapping[str, tuple[float, float]],
-                     tasks: Sequence[str]) -> dict[str, tuple[float, float]]:
+def _check_normalize(
+    normalize: Mapping[str, tuple[float, float]], tasks: Sequence[str]
+) -> dict[str, tuple[float, float]]:
     """``{task: (low, high)}`` as floats, for exactly `tasks`, each with ``low != high``."""
     missing, unknown = [t for t in tasks if t not in normalize], sorted(set(normalize) - set(tasks))
     if missing or unknown:
-        raise ValueError(f"normalize needs a (low, high) for exactly the tasks {list(tasks)}: "
-                         + (f"missing {missing}" if missing else f"unknown {unknown}"))
+        raise ValueError(
+            f"normalize needs a (low, high) for exactly the tasks {list(tasks)}: "
+            + (f"missing {missing}" if missing else f"unknown {unknown}")
+        )
     ranges = {}
     for task in tasks:
         low, high = (float(x) for x in normalize[task])
         if not (np.isfinite(low) and np.isfinite(high) and high != low):
-            raise ValueError(f"normalize[{task!r}] = {normalize[task]!r}: need two finite, different numbers "
-                             "(low, high)")
+            raise ValueError(
+                f"normalize[{task!r}] = {normalize[task]!r}: need two finite, different numbers (low, high)"
+            )
         ranges[task] = (low, high)
     return ranges
 
 
-def collect(sources: Sequence[Source], metric: str = DEFAULT_METRIC,
-            normalize: Mapping[str, tuple[float, float]] | None = None) -> ScoreTable:
+def collect(
+    sources: Sequence[Source], metric: str = DEFAULT_METRIC, normalize: Mapping[str, tuple[float, float]] | None = None
+) -> ScoreTable:
     """The final scores of run and sweep folders as a :class:`ScoreTable` (see the module docstring).
 
     Args:
@@ -247,13 +273,17 @@ def collect(sources: Sequence[Source], metric: str = DEFAULT_METRIC,
     for algorithm, by_task in grouped.items():
         absent = [t for t in tasks if t not in by_task]
         if absent:
-            raise ValueError(f"{algorithm} has no scores on {absent} (the other folders have them); every algorithm "
-                             "needs every task: add its folders or leave that task out")
+            raise ValueError(
+                f"{algorithm} has no scores on {absent} (the other folders have them); every algorithm "
+                "needs every task: add its folders or leave that task out"
+            )
         columns = {task: _stack(by_task[task]) for task in tasks}
         runs = {task: len(column[0]) for task, column in columns.items()}
         if len(set(runs.values())) > 1:
-            raise ValueError(f"{algorithm} has {runs} runs per task; a [runs, tasks] matrix needs the same number on "
-                             "each task: train as many seeds on every task")
+            raise ValueError(
+                f"{algorithm} has {runs} runs per task; a [runs, tasks] matrix needs the same number on "
+                "each task: train as many seeds on every task"
+            )
         scores[algorithm] = np.array([columns[t][1] for t in tasks], dtype=np.float64).T
         seeds[algorithm] = np.array([columns[t][0] for t in tasks], dtype=np.int64).T
         folders[algorithm] = [s for t in tasks for s in columns[t][2]]

@@ -136,17 +136,14 @@ def _check_chunk(metrics: Metrics, num_runs: int, first_update: int, steps_per_u
     if not metrics:
         raise ValueError("metrics is empty; pass at least one metric array of shape [N, L].")
     if first_update < 0 or steps_per_update <= 0:
-        raise ValueError(
-            f"need first_update >= 0 and steps_per_update > 0, got {first_update} and {steps_per_update}."
-        )
+        raise ValueError(f"need first_update >= 0 and steps_per_update > 0, got {first_update} and {steps_per_update}.")
     shapes = {name: np.shape(array) for name, array in metrics.items()}
     first_shape = next(iter(shapes.values()))
     if len(first_shape) != 2 or any(shape != first_shape for shape in shapes.values()):
         raise ValueError(f"every metric must have the same shape [N, L]; got {shapes}.")
     if first_shape[0] != num_runs:
         raise ValueError(
-            f"metrics have {first_shape[0]} runs but the sink has {num_runs} run labels; "
-            "pass one label dict per run."
+            f"metrics have {first_shape[0]} runs but the sink has {num_runs} run labels; pass one label dict per run."
         )
     missing_count = [name for name in PER_EPISODE_METRICS if name in metrics and EPISODE_COUNT not in metrics]
     if missing_count:
@@ -306,7 +303,6 @@ class CsvSink(_FileSink):
             _sync(self._file)
 
 
-
 class JsonlSink(_FileSink):
     """Writes one JSON object per line and per (run, update); missing values are ``null``."""
 
@@ -326,7 +322,6 @@ class JsonlSink(_FileSink):
         with _naming(self.path):
             self._file.writelines(lines)
             _sync(self._file)
-
 
 
 def _run_mean(values: np.ndarray) -> np.ndarray:
@@ -381,8 +376,13 @@ class TensorBoardSink(_ClosingSink):
     each chunk is flushed and fsynced: a failed write raises ``OSError`` here.
     """
 
-    def __init__(self, logdir: str | os.PathLike[str], run_labels: Sequence[Labels],
-                 resume_from_update: int | None = None, steps_per_update: int = 1) -> None:
+    def __init__(
+        self,
+        logdir: str | os.PathLike[str],
+        run_labels: Sequence[Labels],
+        resume_from_update: int | None = None,
+        steps_per_update: int = 1,
+    ) -> None:
         from tensorboardX.event_file_writer import EventsWriter  # lazy: optional backend
 
         self.logdir = Path(logdir)
@@ -404,8 +404,9 @@ class TensorBoardSink(_ClosingSink):
         else:
             from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-            self._writer.write_event(Event(step=purge, wall_time=time.time(),
-                                           session_log=SessionLog(status=SessionLog.START)))
+            self._writer.write_event(
+                Event(step=purge, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START))
+            )
         self._writer.flush()
 
     def _add(self, summary: Any, step: int) -> None:
@@ -433,8 +434,9 @@ class TensorBoardSink(_ClosingSink):
         tags = [tag for tag, _ in curves]
         table = np.stack([np.asarray(values, dtype=np.float64) for _, values in curves], axis=1).tolist()  # [L, C]
         for row, step in zip(table, steps, strict=True):
-            values = [Summary.Value(tag=tag, simple_value=value)
-                      for tag, value in zip(tags, row) if not math.isnan(value)]
+            values = [
+                Summary.Value(tag=tag, simple_value=value) for tag, value in zip(tags, row) if not math.isnan(value)
+            ]
             if values:
                 self._add(Summary(value=values), step)
 
@@ -489,8 +491,10 @@ def import_wandb() -> Any:
         if err.name != "wandb":
             raise
         raise ModuleNotFoundError(
-            f"logging to Weights & Biases needs the optional wandb package: pip install -e \".[{WANDB_EXTRA}]\" "
-            "(or pip install wandb)", name="wandb") from None
+            f'logging to Weights & Biases needs the optional wandb package: pip install -e ".[{WANDB_EXTRA}]" '
+            "(or pip install wandb)",
+            name="wandb",
+        ) from None
     return wandb
 
 
@@ -521,10 +525,19 @@ class WandbSink(_ClosingSink):
     A run that is not resumed gets a fresh id.
     """
 
-    def __init__(self, run_labels: Sequence[Labels], *, project: str, entity: str | None = None,
-                 group: str | None = None, name: str | None = None, config: Mapping[str, Any] | None = None,
-                 directory: str | os.PathLike[str] | None = None, state_file: str | os.PathLike[str] | None = None,
-                 resume_from_update: int | None = None) -> None:
+    def __init__(
+        self,
+        run_labels: Sequence[Labels],
+        *,
+        project: str,
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        directory: str | os.PathLike[str] | None = None,
+        state_file: str | os.PathLike[str] | None = None,
+        resume_from_update: int | None = None,
+    ) -> None:
         wandb = import_wandb()
         self._run_labels = list(run_labels)
         _label_columns(self._run_labels)
@@ -534,9 +547,16 @@ class WandbSink(_ClosingSink):
         self.last_step: int = int(state.get("last_step", 0))
         self._closed = False
         self._run = wandb.init(
-            project=project, entity=entity, group=group, name=name, id=self.run_id, resume="allow",
-            config=dict(config or {}), dir=None if directory is None else os.fspath(directory),
-            reinit="create_new")  # never finish a W&B run of the caller's own
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            id=self.run_id,
+            resume="allow",
+            config=dict(config or {}),
+            dir=None if directory is None else os.fspath(directory),
+            reinit="create_new",
+        )  # never finish a W&B run of the caller's own
         self._write_state()
 
     def _read_state(self) -> dict[str, Any]:
@@ -553,8 +573,14 @@ class WandbSink(_ClosingSink):
             return
         from rl.files import atomic_write
 
-        record = {"id": self.run_id, "last_step": self.last_step, "project": self._run.project,
-                  "entity": self._run.entity or None, "name": self._run.name, "group": self._run.group or None}
+        record = {
+            "id": self.run_id,
+            "last_step": self.last_step,
+            "project": self._run.project,
+            "entity": self._run.entity or None,
+            "name": self._run.name,
+            "group": self._run.group or None,
+        }
         atomic_write(self._state_file, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
 
     def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:

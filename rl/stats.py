@@ -92,9 +92,7 @@ def _interval_quantiles(confidence: float) -> tuple[float, float]:
 FINAL_FRACTION = 0.05  # the final return: the episodes completed in the last 5% of updates
 
 
-def final_return(
-    episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION
-) -> np.ndarray:
+def final_return(episode_return: np.ndarray, episodes: np.ndarray, fraction: float = FINAL_FRACTION) -> np.ndarray:
     """Per-run mean return of all episodes completed in the last `fraction` of updates.
 
     Each update's mean return is weighted by the number of episodes completed in it, so the result
@@ -155,8 +153,10 @@ def too_few_for_ci(num: int, what: str = "seeds") -> str | None:
     """
     if num >= MIN_RUNS_FOR_CI:
         return None
-    return (f"{num} {what} are too few for a 95% CI: with fewer than {MIN_RUNS_FOR_CI} the bootstrap "
-            "interval is just the range of the values")
+    return (
+        f"{num} {what} are too few for a 95% CI: with fewer than {MIN_RUNS_FOR_CI} the bootstrap "
+        "interval is just the range of the values"
+    )
 
 
 def iqm(x: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -208,10 +208,12 @@ def bootstrap_ci(
     # resamples in batches of at most ~4M values (64 MB of indices and samples): 10,000 resamples of
     # 2048 seeds at once would take 330 MB. Up to 419 values (at 10,000 resamples) it is one batch.
     batch = max(1, BOOTSTRAP_BATCH_VALUES // x.size)
-    estimates = np.concatenate([
-        statistic(x[_resample_indices(rng, x.size, min(batch, num_resamples - start))], axis=-1)
-        for start in range(0, num_resamples, batch)
-    ])
+    estimates = np.concatenate(
+        [
+            statistic(x[_resample_indices(rng, x.size, min(batch, num_resamples - start))], axis=-1)
+            for start in range(0, num_resamples, batch)
+        ]
+    )
     low, high = np.quantile(estimates, _interval_quantiles(confidence))
     return float(low), float(high)
 
@@ -248,7 +250,9 @@ def _pooled(statistic: AxisStatistic) -> Callable[[np.ndarray], np.ndarray]:
 # Matrix statistics that are evaluated on all resamples at once: the same numbers as calling them on
 # each resample (to the last bits of a sum), about 20x faster than one scipy call per resample.
 _BATCHED: dict[Callable[..., object], Callable[[np.ndarray], np.ndarray]] = {
-    iqm: _pooled(iqm), np.mean: _pooled(np.mean)}
+    iqm: _pooled(iqm),
+    np.mean: _pooled(np.mean),
+}
 
 
 def _stratified_estimates(scores: np.ndarray, run_index: np.ndarray, statistic: MatrixStatistic) -> np.ndarray:
@@ -527,8 +531,9 @@ def moving_average(y: np.ndarray, window: int) -> np.ndarray:
         return np.where(count > 0, (sums[hi] - sums[lo]) / count, np.nan)
 
 
-def default_num_bins(counts: np.ndarray | None, num_updates: int, max_bins: int = 100,
-                     episodes_per_bin: int = 2) -> int:
+def default_num_bins(
+    counts: np.ndarray | None, num_updates: int, max_bins: int = 100, episodes_per_bin: int = 2
+) -> int:
     """Bins for :func:`learning_curve`: about `episodes_per_bin` episodes per run in each bin.
 
     ``median over runs of the episodes a run completed // episodes_per_bin``, clipped to
@@ -579,5 +584,4 @@ def learning_curve(
     centres, binned, bin_counts = bin_over_env_steps(env_steps, values, counts, num_bins)
     mean, low, high = curve_mean_ci(binned, bin_counts, confidence, num_resamples, seed)
     total = float(np.asarray(env_steps, dtype=np.float64)[-1])
-    return BinnedCurve(centres, mean, low, high, moving_average(mean, smooth), binned, bin_counts,
-                       total / centres.size)
+    return BinnedCurve(centres, mean, low, high, moving_average(mean, smooth), binned, bin_counts, total / centres.size)

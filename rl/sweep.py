@@ -67,9 +67,10 @@ import tempfile
 import time
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any
 
 import jax
 import jax.numpy as jnp
@@ -199,8 +200,13 @@ def _type_hint(t: Any) -> str:
         return " or ".join(_type_hint(u) for u in union)
     if typing.get_origin(t) is tuple:
         return "integers joined by x, e.g. 64x64"
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-            type(None): "none"}.get(t, str(t))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a finite number",
+        str: "a string",
+        type(None): "none",
+    }.get(t, str(t))
 
 
 def _value(param: Param, item: Any, what: str) -> Any:
@@ -226,8 +232,12 @@ def _grid_values(param: Param, values: Any, what: str | None = None) -> list[Any
     what = what or f"grid {param.name}"
     items = values.split(",") if isinstance(values, str) and values.strip() else values
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or len(items) == 0:
-        raise ConfigError(what, values, "an empty or malformed value list; give one or more values, "
-                                        f"e.g. {param.name}=V1,V2 (each {_type_hint(param.type)})")
+        raise ConfigError(
+            what,
+            values,
+            "an empty or malformed value list; give one or more values, "
+            f"e.g. {param.name}=V1,V2 (each {_type_hint(param.type)})",
+        )
     out = [_value(param, item, what) for item in items]
     seen = []
     for v in out:
@@ -279,7 +289,7 @@ def parse_distribution(param: Param, spec: str | Distribution) -> Distribution:
         kind, _, rest = str(spec).partition(":")
         kind, parts = kind.strip(), rest
     if kind not in SAMPLERS:
-        raise ConfigError(what, spec, f"write one of uniform:LOW:HIGH, loguniform:LOW:HIGH, choice:V1,V2,...")
+        raise ConfigError(what, spec, "write one of uniform:LOW:HIGH, loguniform:LOW:HIGH, choice:V1,V2,...")
     if kind == "choice":
         choices = spec.choices if isinstance(spec, Distribution) else parts
         return Distribution("choice", choices=tuple(_grid_values(param, choices, what)))
@@ -356,22 +366,27 @@ class SweepPlan:
     def describe(self) -> list[str]:
         """What will happen, said before compiling (compiles, padding)."""
         c, s = len(self.configs), len(self.seeds)
-        lines = [f"sweep {self.agent} on {self.env_id}: {c} configuration(s) x {s} seed(s) = "
-                 f"{self.num_runs} runs over {self.num_devices} device(s)"
-                 + (f" in {distributed.process_count()} processes" if distributed.process_count() > 1 else "")]
+        lines = [
+            f"sweep {self.agent} on {self.env_id}: {c} configuration(s) x {s} seed(s) = "
+            f"{self.num_runs} runs over {self.num_devices} device(s)"
+            + (f" in {distributed.process_count()} processes" if distributed.process_count() > 1 else "")
+        ]
         if self.traced:
             lines.append(f"  traced (vmapped, no recompile): {', '.join(self.traced)}")
         if len(self.groups) == 1:
             lines.append("  one compile for all configurations x seeds")
         else:
-            lines.append(f"  shape-setting {', '.join(self.static)} takes {len(self.groups)} values: "
-                         f"the sweep compiles {len(self.groups)} times, once per value")
+            lines.append(
+                f"  shape-setting {', '.join(self.static)} takes {len(self.groups)} values: "
+                f"the sweep compiles {len(self.groups)} times, once per value"
+            )
         for g in self.groups:
             if g.num_padded:
                 lines.append(
                     f"  padding{_group_label(g)}: {g.num_runs} runs do not split evenly over "
                     f"{self.num_devices} devices; {g.num_padded} duplicate run(s) added and dropped "
-                    f"from every output")
+                    f"from every output"
+                )
         return lines
 
 
@@ -432,9 +447,12 @@ def _configurations(
     draws = [{n: drawn[n][i] for n in drawn} for i in range(int(num_samples or 0))] or [{}]
     points = [dict(zip(grid_values, combo)) for combo in itertools.product(*grid_values.values())]
     configs = [{**g, **d} for g in points for d in draws]
-    space = {"grid": {n: [_display(v) for v in vs] for n, vs in grid_values.items()},
-             "sample": {n: d.spec() for n, d in dists.items()},
-             "samples": num_samples, "sample_seed": sample_seed}
+    space = {
+        "grid": {n: [_display(v) for v in vs] for n, vs in grid_values.items()},
+        "sample": {n: d.spec() for n, d in dists.items()},
+        "samples": num_samples,
+        "sample_seed": sample_seed,
+    }
     return configs, space
 
 
@@ -483,15 +501,26 @@ def plan(
         if g.num_padded and not pad:
             ok = ", ".join(str(k) for k in range(num_devices, 4 * num_devices + 1, num_devices))
             raise ConfigError(
-                "num_runs", g.num_runs,
+                "num_runs",
+                g.num_runs,
                 f"{len(g.config_ids)} configuration(s){_group_label(g)} x {len(seeds)} seed(s) do not split evenly "
                 f"over the {num_devices} devices; make the runs a multiple of {num_devices} (e.g. {ok}) "
-                f"or allow padding with duplicate runs (pad=True, the default; CLI: --pad True)")
+                f"or allow padding with duplicate runs (pad=True, the default; CLI: --pad True)",
+            )
     sweep_plan = SweepPlan(
         agent=next(iter(groups.values())).algo.name,
-        env_id=env_id, base_config=base_config, base_hyper=base_hyper, names=names, traced=traced,
-        static=static, configs=configs, seeds=seeds, groups=list(groups.values()),
-        num_devices=num_devices, space=space)
+        env_id=env_id,
+        base_config=base_config,
+        base_hyper=base_hyper,
+        names=names,
+        traced=traced,
+        static=static,
+        configs=configs,
+        seeds=seeds,
+        groups=list(groups.values()),
+        num_devices=num_devices,
+        space=space,
+    )
     return sweep_plan
 
 
@@ -502,7 +531,8 @@ def _stacked_inputs(g: Group, seeds: list[int]) -> tuple[jax.Array, Any]:
     names = [f.name for f in dataclasses.fields(g.hypers[0])]
     columns = {n: np.array([float(getattr(x, n)) for x in g.hypers]) for n in names}
     stacked = dataclasses.replace(
-        g.hypers[0], **{n: jnp.repeat(jnp.asarray(v, jnp.float32), s) for n, v in columns.items()})
+        g.hypers[0], **{n: jnp.repeat(jnp.asarray(v, jnp.float32), s) for n, v in columns.items()}
+    )
     if g.num_padded:
         index = np.concatenate([np.arange(h * s), np.arange(g.num_padded) % (h * s)])
         keys = keys[index]
@@ -520,8 +550,7 @@ class SweepProgress:
     ``rl.progress.Progress``); silent when disabled (e.g. on processes > 0).
     """
 
-    def __init__(self, total: int, what: str, enabled: bool = True, verbose: bool = True,
-                 file: IO[str] | None = None):
+    def __init__(self, total: int, what: str, enabled: bool = True, verbose: bool = True, file: IO[str] | None = None):
         self.total, self.what, self.enabled, self.verbose, self.file = total, what, enabled, verbose, file
         self.done = 0
         self._bar = None
@@ -578,8 +607,11 @@ class SweepProgress:
             self._bar.update(self._task, completed=self.done, rate=rate, note=note)  # type: ignore[arg-type]
         else:
             pct = 100.0 * self.done / self.total
-            print(f"[{pct:5.1f}%] sweep env steps {self.done:,}/{self.total:,} ({self.what}) | {rate} | {note}",
-                  file=self.file or sys.stdout, flush=True)
+            print(
+                f"[{pct:5.1f}%] sweep env steps {self.done:,}/{self.total:,} ({self.what}) | {rate} | {note}",
+                file=self.file or sys.stdout,
+                flush=True,
+            )
 
 
 # ----------------------------------------------------------------------------- running
@@ -670,15 +702,31 @@ def sweep(
         raise ConfigError("num_chunks", num_chunks, "must be a positive integer")
     if isinstance(plot_top, bool) or not isinstance(plot_top, int) or plot_top < 0:
         raise ConfigError("plot_top", plot_top, "must be an integer >= 0 (0 plots every configuration)")
-    the_plan = plan(agent, env, grid=grid, sample=sample, num_samples=num_samples, seeds=seeds,
-                    config=config, hyper=hyper, sample_seed=sample_seed, pad=pad, mesh=mesh,
-                    env_params=env_params)
+    the_plan = plan(
+        agent,
+        env,
+        grid=grid,
+        sample=sample,
+        num_samples=num_samples,
+        seeds=seeds,
+        config=config,
+        hyper=hyper,
+        sample_seed=sample_seed,
+        pad=pad,
+        mesh=mesh,
+        env_params=env_params,
+    )
     mesh = make_mesh() if mesh is None else mesh
     primary = distributed.is_primary()
     out_dir = _prepare_out(out) if primary and out is not None else (Path(out) if out is not None else None)
     distributed.assert_same_on_all_processes(
-        {"configs": [{k: _display(v) for k, v in c.items()} for c in the_plan.configs],
-         "seeds": the_plan.seeds, "num_chunks": num_chunks}, "the sweep's configurations and seeds")
+        {
+            "configs": [{k: _display(v) for k, v in c.items()} for c in the_plan.configs],
+            "seeds": the_plan.seeds,
+            "num_chunks": num_chunks,
+        },
+        "the sweep's configurations and seeds",
+    )
     if primary and out_dir is not None:
         _write_json(out_dir / "sweep.json", _plan_record(the_plan, num_chunks, mesh))
 
@@ -695,14 +743,19 @@ def sweep(
             keys, hypers = _stacked_inputs(g, the_plan.seeds)
             real = g.num_runs
             if len(the_plan.groups) > 1:
-                bar.say(f"compile group {gi + 1}/{len(the_plan.groups)}{_group_label(g)}: "
-                        f"{len(g.config_ids)} configuration(s) x {num_seeds} seeds ...")
+                bar.say(
+                    f"compile group {gi + 1}/{len(the_plan.groups)}{_group_label(g)}: "
+                    f"{len(g.config_ids)} configuration(s) x {num_seeds} seeds ..."
+                )
 
             def on_chunk(report: ChunkReport, g=g, real=real, before=run_seconds) -> None:
                 ret, n = report.metrics["episode_return"][:real, -1], report.metrics["episodes"][:real, -1]
                 note = f"return {np.mean(ret[n > 0]):.1f}" if np.any(n > 0) else "return n/a"
-                bar.advance(report.num_updates * g.algo.steps_per_update * real, note,
-                            run_seconds=before + report.elapsed_seconds)
+                bar.advance(
+                    report.num_updates * g.algo.steps_per_update * real,
+                    note,
+                    run_seconds=before + report.elapsed_seconds,
+                )
 
             result = run_batch(g.algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk)
             compile_seconds += result.compile_seconds
@@ -715,9 +768,16 @@ def sweep(
             del result
 
     final = np.stack([stats.final_return(m["episode_return"], m["episodes"], FINAL_FRACTION) for m in metrics])
-    res = SweepResult(plan=the_plan, metrics=metrics, env_steps=env_steps, final=final,  # type: ignore[arg-type]
-                      summary=summarize(the_plan, final), compile_seconds=compile_seconds,
-                      run_seconds=run_seconds, out=out_dir)
+    res = SweepResult(
+        plan=the_plan,
+        metrics=metrics,
+        env_steps=env_steps,
+        final=final,  # type: ignore[arg-type]
+        summary=summarize(the_plan, final),
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+        out=out_dir,
+    )
     if primary:
         if out_dir is not None:
             write_report(res, out_dir, plot_top=plot_top)
@@ -760,20 +820,28 @@ def summarize(the_plan: SweepPlan, final: np.ndarray) -> Any:
     for c, values in enumerate(the_plan.configs):
         scores = final[c]
         mean, iqm = _bootstrap(scores, np.mean), _bootstrap(scores, stats.iqm)
-        rows.append({
-            "config": c,
-            **{n: _display(values[n]) for n in the_plan.names},
-            "compile_group": group_of[c],
-            "num_seeds": int(scores.size),
-            "num_scored": int(np.isfinite(scores).sum()),
-            "iqm": iqm.point, "iqm_low": iqm.low, "iqm_high": iqm.high,
-            "mean": mean.point, "mean_low": mean.low, "mean_high": mean.high,
-            "final_return_per_seed": json.dumps([None if not math.isfinite(v) else round(float(v), 4)
-                                                 for v in scores]),
-        })
+        rows.append(
+            {
+                "config": c,
+                **{n: _display(values[n]) for n in the_plan.names},
+                "compile_group": group_of[c],
+                "num_seeds": int(scores.size),
+                "num_scored": int(np.isfinite(scores).sum()),
+                "iqm": iqm.point,
+                "iqm_low": iqm.low,
+                "iqm_high": iqm.high,
+                "mean": mean.point,
+                "mean_low": mean.low,
+                "mean_high": mean.high,
+                "final_return_per_seed": json.dumps(
+                    [None if not math.isfinite(v) else round(float(v), 4) for v in scores]
+                ),
+            }
+        )
     frame = pd.DataFrame(rows)
-    order = sorted(range(len(rows)), key=lambda i: (
-        -_nan_low(rows[i]["iqm"]), -_nan_low(rows[i]["mean"]), rows[i]["config"]))
+    order = sorted(
+        range(len(rows)), key=lambda i: (-_nan_low(rows[i]["iqm"]), -_nan_low(rows[i]["mean"]), rows[i]["config"])
+    )
     frame = frame.iloc[order].reset_index(drop=True)
     frame.insert(1, "rank", np.arange(1, len(rows) + 1))
     return frame
@@ -797,8 +865,7 @@ def results_table(res: SweepResult) -> Any:
 
     frames = []
     for c, values in enumerate(res.plan.configs):
-        labels = [{"config": c, "seed": s, **{n: _display(values[n]) for n in res.plan.names}}
-                  for s in res.plan.seeds]
+        labels = [{"config": c, "seed": s, **{n: _display(values[n]) for n in res.plan.names}} for s in res.plan.seeds]
         m = {(f"{k}_metric" if k in values else k): v for k, v in res.metrics[c].items()}
         spu = int(res.env_steps[c][0])
         frames.append(pd.DataFrame(chunk_table(labels, m, 0, spu)))
@@ -819,9 +886,9 @@ def best_preset(res: SweepResult) -> dict[str, Any]:
         "config": _plain(dataclasses.asdict(config)),
         "hyper": {k: float(v) for k, v in dataclasses.asdict(hyper).items()},
         "source": f"rl.sweep: best of {len(p.configs)} configuration(s) x {len(p.seeds)} seeds "
-                  f"by IQM of the final return ({swept})",
+        f"by IQM of the final return ({swept})",
         "published": f"IQM final return {row['iqm']:.2f} (95% CI {row['iqm_low']:.2f} .. {row['iqm_high']:.2f}), "
-                     f"mean {row['mean']:.2f} over seeds {p.seeds}",
+        f"mean {row['mean']:.2f} over seeds {p.seeds}",
     }
 
 
@@ -868,23 +935,39 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _plan_record(p: SweepPlan, num_chunks: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
     return {
-        "agent": p.agent, "env": p.env_id, **p.space,
-        "traced": p.traced, "shape_setting": p.static,
-        "seeds": p.seeds, "num_chunks": num_chunks,
-        "num_configurations": len(p.configs), "num_runs": p.num_runs,
+        "agent": p.agent,
+        "env": p.env_id,
+        **p.space,
+        "traced": p.traced,
+        "shape_setting": p.static,
+        "seeds": p.seeds,
+        "num_chunks": num_chunks,
+        "num_configurations": len(p.configs),
+        "num_runs": p.num_runs,
         "configurations": [{"config": i, **{k: _display(v) for k, v in c.items()}} for i, c in enumerate(p.configs)],
-        "compile_groups": [{"static": {k: _display(v) for k, v in g.static.items()}, "configs": g.config_ids,
-                            "padded_runs": g.num_padded} for g in p.groups],
+        "compile_groups": [
+            {
+                "static": {k: _display(v) for k, v in g.static.items()},
+                "configs": g.config_ids,
+                "padded_runs": g.num_padded,
+            }
+            for g in p.groups
+        ],
         "base_config": _plain(dataclasses.asdict(p.base_config)),
         "base_hyper": _plain(dataclasses.asdict(p.base_hyper)),
-        "devices": [str(d) for d in mesh.devices.flat], "num_processes": distributed.process_count(),
+        "devices": [str(d) for d in mesh.devices.flat],
+        "num_processes": distributed.process_count(),
         "jax_version": jax.__version__,
     }
 
 
 def _label(p: SweepPlan, c: int) -> str:
-    text = ", ".join(f"{n}={_display(p.configs[c][n]):.3g}" if isinstance(p.configs[c][n], float)
-                     else f"{n}={_display(p.configs[c][n])}" for n in p.names)
+    text = ", ".join(
+        f"{n}={_display(p.configs[c][n]):.3g}"
+        if isinstance(p.configs[c][n], float)
+        else f"{n}={_display(p.configs[c][n])}"
+        for n in p.names
+    )
     return f"#{c} {text}" if text else f"#{c}"
 
 
@@ -896,16 +979,20 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
     table = results_table(res)
     _atomic(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
     _atomic(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-    del table
+    table = None  # free it before the plots (a large sweep's table is big)
     summary = res.summary
     _atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, lineterminator="\n"))
-    _write_json(out / "summary.json", {
-        "final_return": f"episode-weighted mean return of the last {FINAL_FRACTION:.0%} of updates per seed",
-        "ranking": "by IQM of the final return over seeds, then mean; 95% CIs from a stratified bootstrap "
-                   f"({NUM_RESAMPLES} resamples)",
-        "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
-        "configurations": json.loads(summary.to_json(orient="records")),
-    })
+    _write_json(
+        out / "summary.json",
+        {
+            "final_return": f"episode-weighted mean return of the last {FINAL_FRACTION:.0%} of updates per seed",
+            "ranking": "by IQM of the final return over seeds, then mean; 95% CIs from a stratified bootstrap "
+            f"({NUM_RESAMPLES} resamples)",
+            "compile_seconds": res.compile_seconds,
+            "run_seconds": res.run_seconds,
+            "configurations": json.loads(summary.to_json(orient="records")),
+        },
+    )
     preset = best_preset(res)
     _write_json(out / "best_preset.json", preset)
 
@@ -920,11 +1007,13 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
         curve = stats.learning_curve(res.env_steps[c], m["episode_return"], m["episodes"])
         curves[_label(p, c)] = (curve.env_steps, curve.mean, curve.low, curve.high)
     which = f"top {len(shown)} of {len(p.configs)}" if len(shown) < len(p.configs) else f"{len(p.configs)}"
-    band = ("95% CI" if stats.too_few_for_ci(len(p.seeds)) is None
-            else "band: range of the seeds, too few for a 95% CI")
-    plots.plot_curves(out / "learning_curves.png", curves,
-                      title=f"{p.agent} on {p.env_id}: {which} configurations, {len(p.seeds)} seeds ({band})",
-                      xlabel="environment steps per run (episodes pooled in bins)")
+    band = "95% CI" if stats.too_few_for_ci(len(p.seeds)) is None else "band: range of the seeds, too few for a 95% CI"
+    plots.plot_curves(
+        out / "learning_curves.png",
+        curves,
+        title=f"{p.agent} on {p.env_id}: {which} configurations, {len(p.seeds)} seeds ({band})",
+        xlabel="environment steps per run (episodes pooled in bins)",
+    )
     # performance profiles
     scored = res.final[np.isfinite(res.final)]
     if scored.size:
@@ -939,16 +1028,20 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
             profiles[c] = stats.performance_profile(x, taus, num_resamples=NUM_RESAMPLES)
             prof, low, high = profiles[c]
             rows.append(pd.DataFrame({"config": c, "tau": taus, "fraction": prof, "low": low, "high": high}))
-        prof_curves = {f"rank {ranked.index(c) + 1}: {_label(p, c)}": (taus, *profiles[c])
-                       for c in spread if c in profiles}
+        prof_curves = {
+            f"rank {ranked.index(c) + 1}: {_label(p, c)}": (taus, *profiles[c]) for c in spread if c in profiles
+        }
         frame = pd.concat(rows, ignore_index=True)
         _atomic(out / "profiles.csv", lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
         if prof_curves:
-            plots.plot_curves(out / "performance_profile.png", prof_curves,
-                              title=f"performance profiles ({len(spread)} of {len(p.configs)} configurations "
-                                    f"spread over the ranking, {len(p.seeds)} seeds)",
-                              ylabel="fraction of seeds with final return > tau",
-                              xlabel="final return threshold tau")
+            plots.plot_curves(
+                out / "performance_profile.png",
+                prof_curves,
+                title=f"performance profiles ({len(spread)} of {len(p.configs)} configurations "
+                f"spread over the ranking, {len(p.seeds)} seeds)",
+                ylabel="fraction of seeds with final return > tau",
+                xlabel="final return threshold tau",
+            )
     for name in p.names:
         _plot_param(out / f"final_vs_{name}.png", res, name)
 
@@ -989,8 +1082,9 @@ def _plot_param(path: Path, res: SweepResult, name: str) -> None:
         sampled = name in p.space.get("sample", {})
         ax.errorbar(x, y, yerr=err, marker="o", capsize=4, linestyle="none" if sampled else "-")
         positive = x.size > 0 and np.all(x > 0)
-        if positive and (str(p.space.get("sample", {}).get(name, "")).startswith("loguniform")
-                         or x.max() / x.min() >= 10):
+        if positive and (
+            str(p.space.get("sample", {}).get(name, "")).startswith("loguniform") or x.max() / x.min() >= 10
+        ):
             ax.set_xscale("log")
     else:
         ax.errorbar(np.arange(len(keep)), y, yerr=err, marker="o", capsize=4, linestyle="none")
@@ -1004,23 +1098,35 @@ def print_ranking(res: SweepResult, top: int = 10, file: IO[str] | None = None) 
     file = file or sys.stdout
     print(f"\nranking by IQM of the final return ({len(p.seeds)} seeds each; 95% CIs):", file=file)
     width = max([len(n) for n in p.names] + [6])
-    head = "  rank config  " + "  ".join(f"{n:>{width}}" for n in p.names) + "   IQM [95% CI]              mean [95% CI]"
+    head = (
+        "  rank config  " + "  ".join(f"{n:>{width}}" for n in p.names) + "   IQM [95% CI]              mean [95% CI]"
+    )
     print(head, file=file)
     for _, row in s.head(top).iterrows():
         vals = "  ".join(f"{_fmt(row[n]):>{width}}" for n in p.names)
-        print(f"  {row['rank']:>4} {row['config']:>6}  {vals}   "
-              f"{_fmt(row['iqm']):>8} [{_fmt(row['iqm_low'])} .. {_fmt(row['iqm_high'])}]   "
-              f"{_fmt(row['mean']):>8} [{_fmt(row['mean_low'])} .. {_fmt(row['mean_high'])}]", file=file)
+        print(
+            f"  {row['rank']:>4} {row['config']:>6}  {vals}   "
+            f"{_fmt(row['iqm']):>8} [{_fmt(row['iqm_low'])} .. {_fmt(row['iqm_high'])}]   "
+            f"{_fmt(row['mean']):>8} [{_fmt(row['mean_low'])} .. {_fmt(row['mean_high'])}]",
+            file=file,
+        )
     if len(s) > top:
         print(f"  ... {len(s) - top} more in summary.csv", file=file)
     best = s.iloc[0]
     values = ", ".join(f"{n}={_fmt(best[n])}" for n in p.names) or "the base settings"
-    print(f"best: configuration {best['config']} ({values}): IQM final return {_fmt(best['iqm'])} "
-          f"(95% CI {_fmt(best['iqm_low'])} .. {_fmt(best['iqm_high'])})", file=file)
+    print(
+        f"best: configuration {best['config']} ({values}): IQM final return {_fmt(best['iqm'])} "
+        f"(95% CI {_fmt(best['iqm_low'])} .. {_fmt(best['iqm_high'])})",
+        file=file,
+    )
     print(f"compile {res.compile_seconds:.1f} s, run {res.run_seconds:.1f} s", file=file)
     if res.out is not None:
-        print(f"report: {res.out}\nbest preset: python -m experiments.train {p.agent} "
-              f"--preset-file {res.out / 'best_preset.json'}", file=file, flush=True)
+        print(
+            f"report: {res.out}\nbest preset: python -m experiments.train {p.agent} "
+            f"--preset-file {res.out / 'best_preset.json'}",
+            file=file,
+            flush=True,
+        )
 
 
 def _fmt(x: Any) -> str:

@@ -20,7 +20,10 @@ _SHIFT_KEY = pytest.StashKey[int]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--seed-shift", type=int, default=None, metavar="N",
+        "--seed-shift",
+        type=int,
+        default=None,
+        metavar="N",
         help=f"add N to every seed of the probe and learning tests (default: ${SEED_SHIFT_ENV} or 0)",
     )
 
@@ -39,8 +42,7 @@ def _seed_shift(config: pytest.Config) -> int:
     """The option if given, else the environment variable, else 0; the two must agree when both are set."""
     option, env = config.getoption("--seed-shift"), _shift_from_env()
     if option is not None and env is not None and option != env:
-        raise pytest.UsageError(
-            f"--seed-shift {option} and {SEED_SHIFT_ENV}={env} disagree; give one of them")
+        raise pytest.UsageError(f"--seed-shift {option} and {SEED_SHIFT_ENV}={env} disagree; give one of them")
     shift = option if option is not None else (env or 0)
     if shift < 0:
         raise pytest.UsageError(f"the seed shift must be >= 0 (got {shift}): seeds are non-negative integers")

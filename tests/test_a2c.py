@@ -28,8 +28,9 @@ def _make(env_id, config=SMALL, **overrides):
 def _static(env_id="CartPole-v1", config=SMALL):
     env, params = envs.make(env_id)
     space = env.action_space(params)
-    return a2c.Static(config, envs.vectorize(env, config.num_envs), params, a2c.network(config, space),
-                      envs.is_discrete(space))
+    return a2c.Static(
+        config, envs.vectorize(env, config.num_envs), params, a2c.network(config, space), envs.is_discrete(space)
+    )
 
 
 def _final(result):
@@ -65,8 +66,7 @@ def test_loss_matches_numpy_reference():
     static = static._replace(config=dataclasses.replace(SMALL, normalize_advantages=True))
     _, m = jax.jit(functools.partial(a2c.loss, static))(params, a2c.Batch(obs, action, adv, target), hyper)
     adv_n = (adv - adv.mean()) / (adv.std() + 1e-8)
-    np.testing.assert_allclose(m["policy_loss"], -np.mean(logp_all[np.arange(8), action] * adv_n), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(m["policy_loss"], -np.mean(logp_all[np.arange(8), action] * adv_n), rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_loss_matches_numpy_reference():
@@ -76,15 +76,15 @@ def test_gaussian_loss_matches_numpy_reference():
     obs = rng.normal(size=(6, 3)).astype(np.float32)
     action = rng.normal(size=(6, 1)).astype(np.float32)
     adv = rng.normal(size=6).astype(np.float32)
-    _, m = jax.jit(functools.partial(a2c.loss, static))(params, a2c.Batch(obs, action, adv, np.zeros(6, np.float32)),
-                                                       a2c.Hyper())
+    _, m = jax.jit(functools.partial(a2c.loss, static))(
+        params, a2c.Batch(obs, action, adv, np.zeros(6, np.float32)), a2c.Hyper()
+    )
     (mean, log_std), _ = static.network.apply(params, obs)
     mean, std = np.asarray(mean), np.exp(np.asarray(log_std))
     np.testing.assert_allclose(std, np.exp(-0.5), rtol=1e-6)
     logp = np.sum(-0.5 * ((action - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), axis=1)
     np.testing.assert_allclose(m["policy_loss"], -np.mean(logp * adv), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m["entropy"], np.mean(np.sum(0.5 + 0.5 * np.log(2 * np.pi) + np.log(std), 1)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(m["entropy"], np.mean(np.sum(0.5 + 0.5 * np.log(2 * np.pi) + np.log(std), 1)), rtol=1e-5)
 
 
 def test_optimizer_is_pytorch_rmsprop_after_clipping():
@@ -205,9 +205,18 @@ def test_invalid_config_names_the_field(env_id, overrides, field):
     assert err.value.field == field and field in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("learning_rate", -1.0), ("gamma", 1.5), ("gae_lambda", -0.1),
-                                          ("max_grad_norm", 0.0), ("rms_prop_eps", 0.0),
-                                          ("ent_coef", float("nan")), ("reward_scale", float("inf"))])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("learning_rate", -1.0),
+        ("gamma", 1.5),
+        ("gae_lambda", -0.1),
+        ("max_grad_norm", 0.0),
+        ("rms_prop_eps", 0.0),
+        ("ent_coef", float("nan")),
+        ("reward_scale", float("inf")),
+    ],
+)
 def test_invalid_hyper_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(a2c.Hyper(), **{field: value}).validate()

@@ -8,12 +8,19 @@ from experiments.baselines import purejaxrl_checkout as checkout
 
 
 def test_time_compiled_returns_median_of_repeats():
-    ticks = iter([0.0, 1.0,  # compile: 1 s
-                  10.0, 13.0,  # run 1: 3 s
-                  20.0, 21.0,  # run 2: 1 s
-                  30.0, 32.0])  # run 3: 2 s
-    compile_s, run_s = benchmark._time_compiled(lambda x: x + 1, jnp.zeros(3), repeats=3,
-                                                clock=lambda: next(ticks))
+    ticks = iter(
+        [
+            0.0,
+            1.0,  # compile: 1 s
+            10.0,
+            13.0,  # run 1: 3 s
+            20.0,
+            21.0,  # run 2: 1 s
+            30.0,
+            32.0,
+        ]
+    )  # run 3: 2 s
+    compile_s, run_s = benchmark._time_compiled(lambda x: x + 1, jnp.zeros(3), repeats=3, clock=lambda: next(ticks))
     assert (compile_s, run_s) == (1.0, 2.0)
 
 
@@ -24,25 +31,31 @@ def test_markdown_table_names_the_machine():
     assert "| ppo (this library) | 16 | 8.0 | 235,117 | 1.02x baseline |" in md
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--only", "nope"], "unknown benchmark group(s) ['nope']"),
-    (["--repeats", "0"], "--repeats=0 is invalid"),
-    (["--seeds", "0"], "--seeds=[0] is invalid"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "nope"], "unknown benchmark group(s) ['nope']"),
+        (["--repeats", "0"], "--repeats=0 is invalid"),
+        (["--seeds", "0"], "--seeds=[0] is invalid"),
+    ],
+)
 def test_bad_arguments_fail_before_anything_runs(argv, message, capsys, tmp_path):
     assert benchmark.main([*argv, "--out", str(tmp_path / "b")]) == 2
     assert message in capsys.readouterr().out
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--purejaxrl", "/nonexistent/purejaxrl"], "--purejaxrl '/nonexistent/purejaxrl': no ppo.py there"),
-    (["--only", "scale", "--total-timesteps", "100"], "one update takes num_envs x num_steps = 512 env steps"),
-    (["--only", "scale", "--small-ppo", "--total-timesteps", "8"], "num_envs x num_steps = 16 env steps"),
-    (["--num-chunks", "0"], "--num-chunks=0 is invalid"),
-    (["--timeout", "0"], "--timeout=0.0 is invalid"),
-    (["--seeds", "1,0"], "--seeds=[1, 0] is invalid"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--purejaxrl", "/nonexistent/purejaxrl"], "--purejaxrl '/nonexistent/purejaxrl': no ppo.py there"),
+        (["--only", "scale", "--total-timesteps", "100"], "one update takes num_envs x num_steps = 512 env steps"),
+        (["--only", "scale", "--small-ppo", "--total-timesteps", "8"], "num_envs x num_steps = 16 env steps"),
+        (["--num-chunks", "0"], "--num-chunks=0 is invalid"),
+        (["--timeout", "0"], "--timeout=0.0 is invalid"),
+        (["--seeds", "1,0"], "--seeds=[1, 0] is invalid"),
+    ],
+)
 def test_bad_arguments_of_the_new_groups_fail_before_anything_runs(argv, message, capsys, tmp_path):
     assert benchmark.main([*argv, "--out", str(tmp_path / "b")]) == 2
     assert message in capsys.readouterr().out
@@ -63,10 +76,30 @@ def test_purejaxrl_path_needs_ppo_and_its_wrappers(tmp_path):
 
 def test_seeds_take_commas_and_bool_flags_need_no_value():
     argv = ["--only", "scale", "--seeds", "1,64,2048", "--small-ppo", "--purejaxrl", "p", "--keep-runs"]
-    assert benchmark.normalise_argv(argv) == ["--only", "scale", "--seeds", "1", "64", "2048", "--small-ppo", "True",
-                                              "--purejaxrl", "p", "--keep-runs", "True"]
-    assert benchmark.normalise_argv(["--seeds=1,16", "--small-ppo", "False", "--only", "scale,hlo"]) == \
-        ["--seeds", "1", "16", "--small-ppo", "False", "--only", "scale", "hlo"]
+    assert benchmark.normalise_argv(argv) == [
+        "--only",
+        "scale",
+        "--seeds",
+        "1",
+        "64",
+        "2048",
+        "--small-ppo",
+        "True",
+        "--purejaxrl",
+        "p",
+        "--keep-runs",
+        "True",
+    ]
+    assert benchmark.normalise_argv(["--seeds=1,16", "--small-ppo", "False", "--only", "scale,hlo"]) == [
+        "--seeds",
+        "1",
+        "16",
+        "--small-ppo",
+        "False",
+        "--only",
+        "scale",
+        "hlo",
+    ]
 
 
 def test_small_ppo_is_the_ci_case():
@@ -76,17 +109,33 @@ def test_small_ppo_is_the_ci_case():
     # the CLI is given the same settings: the preset plus what differs from it
     cmd = benchmark.cli_command(config, 2048, 20, benchmark.Path("out"))
     flags = dict(zip(cmd[6::2], cmd[7::2]))
-    assert flags == {"--num-seeds": "2048", "--num-chunks": "20", "--out": "out", "--num-envs": "1",
-                     "--num-steps": "16", "--num-minibatches": "1", "--update-epochs": "1",
-                     "--total-timesteps": "6400"}
+    assert flags == {
+        "--num-seeds": "2048",
+        "--num-chunks": "20",
+        "--out": "out",
+        "--num-envs": "1",
+        "--num-steps": "16",
+        "--num-minibatches": "1",
+        "--update-epochs": "1",
+        "--total-timesteps": "6400",
+    }
     assert cmd[2:6] == ["experiments.train", "ppo", "--preset", "purejaxrl-cartpole"]
 
 
 def _scale_rows():
     rows = [
         benchmark.ScaleRow("rl.train", 64, 5.04, 20.0, 30.0, 104857.6, **benchmark.return_stats([100.0, 140.0])),
-        benchmark.ScaleRow("CLI (python -m experiments.train)", 64, 5.0, 21.0, 36.0, 99864.4,
-                           **benchmark.return_stats([100.0, 140.0]), peak_rss_mb=1234.4, folder_mb=12.34),
+        benchmark.ScaleRow(
+            "CLI (python -m experiments.train)",
+            64,
+            5.0,
+            21.0,
+            36.0,
+            99864.4,
+            **benchmark.return_stats([100.0, 140.0]),
+            peak_rss_mb=1234.4,
+            folder_mb=12.34,
+        ),
         benchmark.ScaleRow("env only (random actions, same envs)", 64, 1.0, 1.0, 8.0, 2e6),
         benchmark.ScaleRow("PureJaxRL ppo.py", 64, 6.0, 30.0, 40.0, 69905.1, **benchmark.return_stats([130.0, None])),
         benchmark.ScaleRow("replica (experiments/baselines)", 64, note="failed (exit 1); see logs/replica-64.log"),
@@ -110,12 +159,13 @@ def test_scale_table_rows():
     lines = md.splitlines()
     assert lines[0] == "Machine: X, 2 cores, cpu x1, jax 0.10.2"
     assert lines[2].startswith("| what | seeds | compile (s) | run (s) | wall (s) | env steps/s | final return |")
-    assert "| rl.train | 64 | 5.0 | 20.0 | 30.0 | 104,858 | 120.0 ± 20.0 [100.0, 140.0] | - | - | 1.33x | 1.50x |" \
-        in md
+    assert "| rl.train | 64 | 5.0 | 20.0 | 30.0 | 104,858 | 120.0 ± 20.0 [100.0, 140.0] | - | - | 1.33x | 1.50x |" in md
     assert "| 1,234 | 12.3 | 1.11x | 1.43x | 1.20x rl.train's wall |" in md
     assert "| PureJaxRL ppo.py | 64 | 6.0 | 30.0 | 40.0 | 69,905 | 130.0 | - | - | 1.00x | 1.00x |  |" in md
-    assert ("| replica (experiments/baselines) | 64 | - | - | - | - | - | - | - | - | - | "
-            "failed (exit 1); see logs/replica-64.log |") in md
+    assert (
+        "| replica (experiments/baselines) | 64 | - | - | - | - | - | - | - | - | - | "
+        "failed (exit 1); see logs/replica-64.log |"
+    ) in md
 
 
 # A compiled module as XLA's CPU backend prints it (trimmed): the entry runs a loop of 3 trips
@@ -194,8 +244,8 @@ def test_purejaxrl_episodes_reduce_each_update():
 
 
 def test_done_step_gives_purejaxrl_the_gymnax_0_step():
-    import jax
     import gymnax
+    import jax
 
     env, params = gymnax.make("CartPole-v1")
     wrapped = checkout._DoneStep(env)
@@ -218,7 +268,8 @@ def fake_purejaxrl(tmp_path, monkeypatch):
     (folder / "wrappers.py").write_text(
         "from brax import envs\n"
         "from brax.envs.wrappers.training import EpisodeWrapper, AutoResetWrapper\n"
-        "import navix as nx\n")
+        "import navix as nx\n"
+    )
     (folder / "ppo.py").write_text(
         "import gymnax\n"
         "from flax.linen.initializers import orthogonal\n"
@@ -229,7 +280,8 @@ def fake_purejaxrl(tmp_path, monkeypatch):
         "        obs, state = env.reset(rng, params)\n"
         "        obs, state, reward, done, info = env.step(rng, state, 0, params)\n"
         "        return orthogonal(1.0)(rng, (3, 3)), done\n\n"
-        "    return train\n")
+        "    return train\n"
+    )
     monkeypatch.setattr(sys, "path", list(sys.path))
     before = set(sys.modules)
     yield tmp_path

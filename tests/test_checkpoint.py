@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,6 @@ from experiments import train as train_cli
 from rl import runner
 from rl.checkpoint import Checkpointer, StopOnSignals, has_checkpoint
 from rl.errors import ConfigError
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,6 +85,7 @@ def toy_hyper(bad=(0.0, 0.0)):
 
 def key_safe(tree):
     """Host copy of a tree with typed keys as their uint32 data, for exact comparison."""
+
     def leaf(x):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x = jax.random.key_data(x)
@@ -102,8 +102,9 @@ def assert_trees_equal(a, b):
 
 
 def test_nonfinite_watches_parameters_optimizer_and_losses_only():
-    finite = ToyState({"w": jnp.ones(3)}, (jnp.zeros(3),), {"x": jnp.array([jnp.inf, 0.0])},
-                      jax.random.key(0), jnp.int32(0))
+    finite = ToyState(
+        {"w": jnp.ones(3)}, (jnp.zeros(3),), {"x": jnp.array([jnp.inf, 0.0])}, jax.random.key(0), jnp.int32(0)
+    )
     assert int(runner.nonfinite(finite, {"loss": 1.0, "episode_return": jnp.nan})) == 0
     assert int(runner.nonfinite(finite._replace(params={"w": jnp.array([0.0, jnp.nan, 0.0])}), {})) == 1
     assert int(runner.nonfinite(finite._replace(opt_state=(jnp.array([jnp.inf, 0, 0]),)), {})) == 1
@@ -118,8 +119,15 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
     reports = []
     with Checkpointer(tmp_path / "ckpt", every=4) as ckpt:
-        part = runner.run_batch(algo, keys, toy_hyper(), num_chunks=6, checkpointer=ckpt,
-                                on_chunk=reports.append, should_stop=lambda: len(reports) >= 2)
+        part = runner.run_batch(
+            algo,
+            keys,
+            toy_hyper(),
+            num_chunks=6,
+            checkpointer=ckpt,
+            on_chunk=reports.append,
+            should_stop=lambda: len(reports) >= 2,
+        )
     # stop requested after chunk 2 was drained; chunk 3 was in flight and finished too
     assert part.status == "interrupted" and part.num_updates == 6 and part.checkpoint_step == 6
     with Checkpointer(tmp_path / "ckpt", every=4) as ckpt:
@@ -161,8 +169,15 @@ def test_divergence_stops_at_the_end_of_its_chunk_and_keeps_the_last_good_checkp
     algo, keys = toy_algorithm(nan_at=7), runner.seed_keys([0, 1])
     seen = []
     with Checkpointer(tmp_path, every=every, max_to_keep=3) as ckpt:
-        result = runner.run_batch(algo, keys, toy_hyper(bad=(0.0, 1.0)), num_chunks=6, checkpointer=ckpt,
-                                  on_chunk=lambda r: seen.append(r.first_update), stop_on_divergence=True)
+        result = runner.run_batch(
+            algo,
+            keys,
+            toy_hyper(bad=(0.0, 1.0)),
+            num_chunks=6,
+            checkpointer=ckpt,
+            on_chunk=lambda r: seen.append(r.first_update),
+            stop_on_divergence=True,
+        )
         steps = ckpt.steps()
     assert result.status == "diverged"
     assert result.divergence == [runner.Divergence(run=1, update=7)]
@@ -207,9 +222,31 @@ def test_stop_on_signals_sets_a_flag_and_restores_the_handlers():
 # ------------------------------------------------------------------------------ CLI, end to end
 
 PPO_ARGS = [
-    "ppo", "--env", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4", "--num-steps", "8",
-    "--num-minibatches", "2", "--update-epochs", "1", "--hidden-sizes", "16", "--total-timesteps", "512",
-    "--num-chunks", "8", "--checkpoint-every", "2", "--normalize-obs", "True", "--progress", "False",
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "8",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--hidden-sizes",
+    "16",
+    "--total-timesteps",
+    "512",
+    "--num-chunks",
+    "8",
+    "--checkpoint-every",
+    "2",
+    "--normalize-obs",
+    "True",
+    "--progress",
+    "False",
 ]  # 16 updates in 8 chunks of 2; a checkpoint every 4 updates
 
 
@@ -238,8 +275,10 @@ def assert_same_results(run: Path, reference: Path) -> None:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
-    assert summary["final_return_per_seed"] == json.loads((reference / "summary.json").read_text())[
-        "final_return_per_seed"]
+    assert (
+        summary["final_return_per_seed"]
+        == json.loads((reference / "summary.json").read_text())["final_return_per_seed"]
+    )
 
 
 def test_reference_run_folder(reference_run):
@@ -298,8 +337,11 @@ sys.exit(main(sys.argv[1:]))
 
 def test_kill_9_keeps_the_folder_readable_and_resumes_bit_identical(reference_run, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, *PPO_ARGS, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, *PPO_ARGS, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     rows_per_chunk = 2 * 2  # 2 seeds x 2 updates
     deadline = time.monotonic() + 240
     try:
@@ -309,8 +351,11 @@ def test_kill_9_keeps_the_folder_readable_and_resumes_bit_identical(reference_ru
             # later chunks' rows, so wait for its finalised folder (orbax renames it to the step)
             ckpts = out / "checkpoints"
             saved = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
-            if (csv.exists() and csv.read_bytes().count(b"\n") > 1 + 3 * rows_per_chunk
-                    and any(step >= 4 for step in saved)):
+            if (
+                csv.exists()
+                and csv.read_bytes().count(b"\n") > 1 + 3 * rows_per_chunk
+                and any(step >= 4 for step in saved)
+            ):
                 break
             assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()!r}"
             time.sleep(0.02)
@@ -339,8 +384,19 @@ def test_kill_9_keeps_the_folder_readable_and_resumes_bit_identical(reference_ru
 
 def test_divergence_names_update_and_seed(tmp_path):
     out = tmp_path / "run"
-    argv = [*PPO_ARGS, "--out", str(out), "--learning-rate", "1e30", "--max-grad-norm", "1e30",
-            "--anneal-lr", "False", "--seed", "5"]
+    argv = [
+        *PPO_ARGS,
+        "--out",
+        str(out),
+        "--learning-rate",
+        "1e30",
+        "--max-grad-norm",
+        "1e30",
+        "--anneal-lr",
+        "False",
+        "--seed",
+        "5",
+    ]
     code, stdout, stderr = run_main(train_cli.main, argv)
     assert code == 1
     message = [line for line in stderr.splitlines() if line.startswith("error: training diverged")]
@@ -378,8 +434,7 @@ def test_load_applies_the_runs_observation_statistics(reference_run):
     params = np.load(reference_run / "params.npz")
     np.testing.assert_array_equal(params["actor/linear/w"][0], policy.params["actor/linear"]["w"])
     other = agents.load(reference_run, seed=1)
-    assert other.run == 1 and not np.array_equal(other.params["actor/linear"]["w"],
-                                                  policy.params["actor/linear"]["w"])
+    assert other.run == 1 and not np.array_equal(other.params["actor/linear"]["w"], policy.params["actor/linear"]["w"])
     with pytest.raises(ValueError, match="seed 9 was not trained"):
         agents.load(reference_run, seed=9)
     with pytest.raises(ValueError, match="not a run folder"):
@@ -389,18 +444,22 @@ def test_load_applies_the_runs_observation_statistics(reference_run):
 # ------------------------------------------------------------------------------ evaluate
 
 
-@pytest.mark.parametrize("env_id, expected_return, expected_length", [
-    ("Probe-OneStep-v0", 1.0, 1),  # one step, reward +1
-    ("Probe-Truncation-v0", 5.0, 5),  # +1 per step, truncated after 5 steps
-])
+@pytest.mark.parametrize(
+    "env_id, expected_return, expected_length",
+    [
+        ("Probe-OneStep-v0", 1.0, 1),  # one step, reward +1
+        ("Probe-Truncation-v0", 5.0, 5),  # +1 per step, truncated after 5 steps
+    ],
+)
 def test_play_episodes_counts_the_first_episode_of_each_env(env_id, expected_return, expected_length):
     env, env_params = envs.make(env_id)
 
     def policy(params, obs_stats, obs, key, deterministic):
         return jnp.zeros(obs.shape[:1], jnp.int32)
 
-    results = evaluate_cli.play_episodes(policy, jnp.zeros((2, 1)), None, env, env_params,
-                                         jax.random.split(jax.random.key(0), 2), 7, True, 50)
+    results = evaluate_cli.play_episodes(
+        policy, jnp.zeros((2, 1)), None, env, env_params, jax.random.split(jax.random.key(0), 2), 7, True, 50
+    )
     assert results.returns.shape == (2, 7)
     np.testing.assert_array_equal(results.returns, expected_return)
     np.testing.assert_array_equal(results.lengths, expected_length)
@@ -409,9 +468,18 @@ def test_play_episodes_counts_the_first_episode_of_each_env(env_id, expected_ret
 
 def test_evaluate_cli_reports_mean_return_with_ci(reference_run, tmp_path):
     report_path = tmp_path / "eval.json"
-    code, stdout, stderr = run_main(evaluate_cli.main, [
-        str(reference_run), "--episodes", "16", "--out", str(report_path), "--gif", str(tmp_path / "x.gif"),
-    ])
+    code, stdout, stderr = run_main(
+        evaluate_cli.main,
+        [
+            str(reference_run),
+            "--episodes",
+            "16",
+            "--out",
+            str(report_path),
+            "--gif",
+            str(tmp_path / "x.gif"),
+        ],
+    )
     assert code == 0, stderr
     report = json.loads(report_path.read_text())
     assert report["policy"] == "greedy" and [r["seed"] for r in report["per_run"]] == [0, 1]
@@ -420,8 +488,9 @@ def test_evaluate_cli_reports_mean_return_with_ci(reference_run, tmp_path):
         assert low <= run["mean_return"] <= high
     assert "all 2 seeds: mean return" in stdout
     # CartPole is drawn by gymnasium's classic-control renderer: a GIF, or why not (no pygame)
-    assert (report["gif"] and (tmp_path / "x.gif").read_bytes()[:4] == b"GIF8") or \
-        ("GIF skipped: cannot draw CartPole-v1" in stdout and "pygame" in report["gif_skipped"])
+    assert (report["gif"] and (tmp_path / "x.gif").read_bytes()[:4] == b"GIF8") or (
+        "GIF skipped: cannot draw CartPole-v1" in stdout and "pygame" in report["gif_skipped"]
+    )
 
     code, _, stderr = run_main(evaluate_cli.main, [str(reference_run), "--episodes", "0"])
     assert code == 2 and stderr.startswith("error: --episodes")

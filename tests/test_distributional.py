@@ -1,7 +1,6 @@
 """Distributional DQN (C51, QR-DQN, IQN): losses against NumPy, the IQN network, probes of the
 mean and of the return's law, and C51 learning CartPole-v1."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +35,17 @@ def _sequences(seed, batch=6, obs_dim=2, num_actions=3):
 
 def _static(kind, **overrides):
     env, params = envs.make("Probe-ActionReward-v0")  # 2 actions, 2-d observations
-    base = dict(num_envs=1, train_frequency=1, total_timesteps=1000, buffer_size=100, batch_size=6,
-                learning_starts=10, target_update_interval=10, hidden_sizes=(16,), distributional=kind)
+    base = dict(
+        num_envs=1,
+        train_frequency=1,
+        total_timesteps=1000,
+        buffer_size=100,
+        batch_size=6,
+        learning_starts=10,
+        target_update_interval=10,
+        hidden_sizes=(16,),
+        distributional=kind,
+    )
     return dqn.build(dqn.Config(**{**base, **overrides}), env, params)
 
 
@@ -111,8 +119,9 @@ def test_qr_loss_matches_numpy(double):
     selector = np.asarray(static.network.apply(online if double else target, first.next_obs)).mean(-1)
     taus = (2 * np.arange(8) + 1) / 16.0
     want = [
-        numpy_quantile_loss(theta[i, first.action[i]], taus,
-                            first.reward[i] + discount[i] * theta_t[i, np.argmax(selector[i])])
+        numpy_quantile_loss(
+            theta[i, first.action[i]], taus, first.reward[i] + discount[i] * theta_t[i, np.argmax(selector[i])]
+        )
         for i in range(6)
     ]
     np.testing.assert_allclose(got, np.mean(want), rtol=1e-4)
@@ -159,9 +168,19 @@ def test_config_errors_name_the_field():
 
 # ---------------------------------------------------------------- probes
 
-PROBE = dict(num_envs=4, train_frequency=1, total_timesteps=4000, buffer_size=1000, batch_size=32,
-             learning_starts=64, target_update_interval=40, hidden_sizes=(32,), eval_epsilon=0.0,
-             num_atoms=41, num_quantiles=16)
+PROBE = dict(
+    num_envs=4,
+    train_frequency=1,
+    total_timesteps=4000,
+    buffer_size=1000,
+    batch_size=32,
+    learning_starts=64,
+    target_update_interval=40,
+    hidden_sizes=(32,),
+    eval_epsilon=0.0,
+    num_atoms=41,
+    num_quantiles=16,
+)
 PROBE_HYPER = dict(learning_rate=1e-2, tau=1.0, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3)
 
 
@@ -221,9 +240,20 @@ def test_probe_coin_flip_learns_both_outcomes(kind, seeds):
 # C51 at the settings of test_dqn's learning test (CleanRL's network and replay ratio, 3-step
 # returns, LayerNorm, 200k steps) with CleanRL c51_jax's support: 101 atoms on [-100, 100].
 CARTPOLE = dict(
-    num_envs=1, train_frequency=10, total_timesteps=200_000, buffer_size=50_000, batch_size=128,
-    learning_starts=5_000, target_update_interval=500, n_step=3, layer_norm=True,
-    hidden_sizes=(120, 84), distributional="c51", num_atoms=101, v_min=-100.0, v_max=100.0,
+    num_envs=1,
+    train_frequency=10,
+    total_timesteps=200_000,
+    buffer_size=50_000,
+    batch_size=128,
+    learning_starts=5_000,
+    target_update_interval=500,
+    n_step=3,
+    layer_norm=True,
+    hidden_sizes=(120, 84),
+    distributional="c51",
+    num_atoms=101,
+    v_min=-100.0,
+    v_max=100.0,
 )
 CARTPOLE_HYPER = dict(learning_rate=5e-4, exploration_fraction=0.2, eps_end=0.01)
 

@@ -15,8 +15,23 @@ from rl.runner import chunk_schedule
 ROOT = Path(__file__).resolve().parents[1]
 
 # The CLI's default path (`python -m experiments.train`) on a tiny PPO budget.
-CLI = ["ppo", "--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
-       "--update-epochs", "2", "--total-timesteps", str(4 * 32 * 12), "--progress", "False"]
+CLI = [
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "2",
+    "--total-timesteps",
+    str(4 * 32 * 12),
+    "--progress",
+    "False",
+]
 
 
 def _cli(out, *args, devices=1):
@@ -24,8 +39,14 @@ def _cli(out, *args, devices=1):
     # forced host devices on few cores XLA CPU can deadlock its shared thread pool.
     flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", *CLI, *args, "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *CLI, *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = np.load(out / "params.npz")
     summary = json.loads((out / "summary.json").read_text())
@@ -58,16 +79,46 @@ def test_chunk_schedule_prefers_equal_chunks():
 
 def test_cli_writes_a_complete_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    code = train.main(["ppo", "--env", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4",
-                       "--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "2560",
-                       "--num-chunks", "2", "--out", str(out), "--progress", "False"])
+    code = train.main(
+        [
+            "ppo",
+            "--env",
+            "CartPole-v1",
+            "--num-seeds",
+            "2",
+            "--num-envs",
+            "4",
+            "--num-steps",
+            "32",
+            "--num-minibatches",
+            "2",
+            "--total-timesteps",
+            "2560",
+            "--num-chunks",
+            "2",
+            "--out",
+            str(out),
+            "--progress",
+            "False",
+        ]
+    )
     assert code == 0
     for name in ["config.json", "metrics.csv", "metrics.jsonl", "curve.png", "params.npz", "summary.json"]:
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").iterdir())
     summary = json.loads((out / "summary.json").read_text())
-    for key in ["agent", "env", "num_seeds", "total_timesteps", "final_return_mean", "final_return_ci95",
-                "final_return_per_seed", "compile_seconds", "run_seconds", "env_steps_per_second"]:
+    for key in [
+        "agent",
+        "env",
+        "num_seeds",
+        "total_timesteps",
+        "final_return_mean",
+        "final_return_ci95",
+        "final_return_per_seed",
+        "compile_seconds",
+        "run_seconds",
+        "env_steps_per_second",
+    ]:
         assert key in summary, key
     assert summary["num_seeds"] == 2 and summary["total_timesteps"] == 2560
     assert len(summary["final_return_per_seed"]) == 2
@@ -111,8 +162,16 @@ def test_help_lists_every_field(capsys):
         train.main(["ppo", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ["--num-envs", "--hidden-sizes", "--learning-rate", "--max-grad-norm", "--preset",
-                 "--num-seeds", "--env", "--state-dependent-std"]:
+    for flag in [
+        "--num-envs",
+        "--hidden-sizes",
+        "--learning-rate",
+        "--max-grad-norm",
+        "--preset",
+        "--num-seeds",
+        "--env",
+        "--state-dependent-std",
+    ]:
         assert flag in text, flag
 
 

@@ -64,9 +64,7 @@ OBS_SPACE_BUGS = {
 ALWAYS_TERMINAL = {"SimpleBandit-bsuite"}
 T = 24  # steps per trajectory
 NUM_ENVS = 3  # batch of the wrapper stack
-EXAMPLES = settings(
-    max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+EXAMPLES = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**31 - 1)
 time_limits = st.one_of(st.integers(1, 9), st.none())  # None: the env's default limit
 
@@ -124,9 +122,15 @@ def raw_program(env_id: str):
             action = env.action_space(params).sample(act_key)
             obs2, state2, reward, terminated, truncated, info = env.step(step_key, state, action, params)
             out = dict(
-                state=state, action=action, step_key=jax.random.key_data(step_key),
-                obs=obs2, final=info["final_observation"], reward=reward, terminated=terminated,
-                truncated=truncated, in_space=space.contains(obs2),
+                state=state,
+                action=action,
+                step_key=jax.random.key_data(step_key),
+                obs=obs2,
+                final=info["final_observation"],
+                reward=reward,
+                terminated=terminated,
+                truncated=truncated,
+                in_space=space.contains(obs2),
                 final_in_space=space.contains(info["final_observation"]),
             )
             return (state2, obs2), out
@@ -143,8 +147,12 @@ def raw_program(env_id: str):
             return dict(obs_st=obs_st, obs_re=obs_re, reward=reward, is_terminal=terminal)
 
         again = jax.vmap(parts)(steps["step_key"], steps["state"], steps["action"])
-        reset = dict(obs=obs0, state=state0, in_space=space.contains(obs0),
-                     terminal=env.is_terminal(state0, params) if check_terminal else jnp.bool_(False))
+        reset = dict(
+            obs=obs0,
+            state=state0,
+            in_space=space.contains(obs0),
+            terminal=env.is_terminal(state0, params) if check_terminal else jnp.bool_(False),
+        )
         return reset, steps, again
 
     # Swimmer-misc relies on implicit rank promotion itself; these tests hold nothing else to it.
@@ -154,8 +162,7 @@ def raw_program(env_id: str):
 
 
 def close(a, b, what):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-5,
-                               err_msg=what)
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-5, atol=1e-5, err_msg=what)
 
 
 def assert_obs_shape(space, obs, what):
@@ -191,15 +198,14 @@ def test_raw_env_properties(env_id):
             assert bool(reset["in_space"]), f"reset observation {reset['obs']} outside {space}"
             for t in range(T):
                 assert bool(steps["in_space"][t]), f"step {t}: obs {steps['obs'][t]} outside {space}"
-                assert bool(steps["final_in_space"][t]), (
-                    f"step {t}: final obs {steps['final'][t]} outside {space}"
-                )
+                assert bool(steps["final_in_space"][t]), f"step {t}: final obs {steps['final'][t]} outside {space}"
 
         # final_observation is the pre-reset observation; obs is the reset one where an episode ended
         done = np.asarray(steps["terminated"]) | np.asarray(steps["truncated"])
         close(steps["final"], again["obs_st"], "final_observation != step_env's observation")
-        expected_obs = np.where(done.reshape((T,) + (1,) * (np.ndim(steps["obs"]) - 1)),
-                                again["obs_re"], again["obs_st"])
+        expected_obs = np.where(
+            done.reshape((T,) + (1,) * (np.ndim(steps["obs"]) - 1)), again["obs_re"], again["obs_st"]
+        )
         close(steps["obs"], expected_obs, "obs != reset obs where done, step obs elsewhere")
         close(steps["reward"], again["reward"], "reward differs when the step is recomputed")
 
@@ -233,8 +239,7 @@ def wrapped_program(env_id: str):
     """
     raw, default_params = envs.make(env_id)
     flat = envs.FlattenObservation(raw)
-    stacks = {name: envs.vectorize(flat, NUM_ENVS, normalize_obs=name == "normalize_obs")
-              for name in STACKS}
+    stacks = {name: envs.vectorize(flat, NUM_ENVS, normalize_obs=name == "normalize_obs") for name in STACKS}
     action_space = raw.action_space(default_params)
     box = isinstance(action_space, spaces.Box)
 
@@ -245,9 +250,7 @@ def wrapped_program(env_id: str):
     def play(key, params):
         reset_key, key = jax.random.split(key)
         resets = {name: stack.reset(reset_key, params) for name, stack in stacks.items()}
-        raw_obs0, raw_state0 = jax.vmap(flat.reset, in_axes=(0, None))(
-            jax.random.split(reset_key, NUM_ENVS), params
-        )
+        raw_obs0, raw_state0 = jax.vmap(flat.reset, in_axes=(0, None))(jax.random.split(reset_key, NUM_ENVS), params)
 
         def body(carry, k):
             states, raw_state = carry
@@ -257,16 +260,27 @@ def wrapped_program(env_id: str):
             raw_obs, raw_state, raw_reward, raw_term, raw_trunc, raw_info = jax.vmap(
                 flat.step, in_axes=(0, 0, 0, None)
             )(jax.random.split(step_key, NUM_ENVS), raw_state, raw_action, params)
-            out = dict(raw_obs=raw_obs, raw_final=raw_info["final_observation"], raw_reward=raw_reward,
-                       raw_terminated=raw_term, raw_truncated=raw_trunc)
+            out = dict(
+                raw_obs=raw_obs,
+                raw_final=raw_info["final_observation"],
+                raw_reward=raw_reward,
+                raw_terminated=raw_term,
+                raw_truncated=raw_trunc,
+            )
             new_states = {}
             for name, stack in stacks.items():
                 obs, state, reward, term, trunc, info = stack.step(step_key, states[name], action, params)
                 new_states[name] = state
                 out[name] = dict(
-                    obs=obs, final=info["final_observation"], reward=reward, terminated=term,
-                    truncated=trunc, episode_return=info["episode_return"], episode_done=info["episode_done"],
-                    mean=getattr(state, "mean", jnp.zeros(())), var=getattr(state, "var", jnp.ones(())),
+                    obs=obs,
+                    final=info["final_observation"],
+                    reward=reward,
+                    terminated=term,
+                    truncated=trunc,
+                    episode_return=info["episode_return"],
+                    episode_done=info["episode_done"],
+                    mean=getattr(state, "mean", jnp.zeros(())),
+                    var=getattr(state, "var", jnp.ones(())),
                 )
             return (new_states, raw_state), out
 
@@ -314,10 +328,10 @@ def test_wrapper_stack_preserves_env_properties(env_id):
             # observations: the raw ones (flattened), normalised with the state's statistics
             if name == "normalize_obs":
                 mean, var = out["mean"][:, None], out["var"][:, None]  # [T, 1, obs_dim]
-                np.testing.assert_allclose(out["obs"], normalized(steps["raw_obs"], mean, var),
-                                           rtol=1e-4, atol=1e-4)
-                np.testing.assert_allclose(out["final"], normalized(steps["raw_final"], mean, var),
-                                           rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(out["obs"], normalized(steps["raw_obs"], mean, var), rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(
+                    out["final"], normalized(steps["raw_final"], mean, var), rtol=1e-4, atol=1e-4
+                )
                 assert np.all(np.abs(out["obs"]) <= CLIP) and np.all(np.abs(out["final"]) <= CLIP)
             else:
                 np.testing.assert_array_equal(reset[name], reset["raw_obs"])

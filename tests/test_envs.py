@@ -48,9 +48,7 @@ def rollout(env, params, actions, seed: int = 0):
 
         def body(state, inputs):
             step_key, action = inputs
-            obs, state, reward, terminated, truncated, info = env.step(
-                step_key, state, action, params
-            )
+            obs, state, reward, terminated, truncated, info = env.step(step_key, state, action, params)
             return state, (obs, reward, terminated, truncated, info)
 
         keys = step_keys(seed + 1, actions.shape[0])
@@ -435,9 +433,7 @@ def test_vectorize_applies_clip_action_only_to_box_actions():
 def test_every_wrapper_runs_under_jit_and_scan(env_id, make_wrapped, action, batch):
     env, params = envs.make(env_id)
     wrapped = make_wrapped(env)
-    obs0, _, (obs, reward, terminated, truncated, info) = rollout(
-        wrapped, params, constant_actions(action, 8, batch)
-    )
+    obs0, _, (obs, reward, terminated, truncated, info) = rollout(wrapped, params, constant_actions(action, 8, batch))
     assert obs.shape == (8, *obs0.shape)
     assert reward.shape == terminated.shape == truncated.shape == (8, *batch)
     assert info["final_observation"].shape == obs.shape

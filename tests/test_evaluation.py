@@ -79,17 +79,21 @@ def test_truncated_episodes_and_the_step_cap():
     assert run_eval("Probe-Truncation-v0", zero, state, episodes=3) == {"eval_return": 5.0, "eval_length": 5.0}
     # capped at 3 steps: the episodes still running count their return so far
     assert run_eval("Probe-Truncation-v0", zero, state, episodes=3, max_steps=3) == {
-        "eval_return": 3.0, "eval_length": 3.0}
+        "eval_return": 3.0,
+        "eval_length": 3.0,
+    }
     env, env_params = envs.make("Probe-Truncation-v0")
-    played = evaluation.play_episodes(lambda obs, key: jnp.zeros(obs.shape[:1], jnp.int32), env, env_params,
-                                      jax.random.key(0), 4, 3)
+    played = evaluation.play_episodes(
+        lambda obs, key: jnp.zeros(obs.shape[:1], jnp.int32), env, env_params, jax.random.key(0), 4, 3
+    )
     assert not np.any(played.finished) and np.all(np.asarray(played.lengths) == 3)
 
 
 def test_continuous_actions_see_the_training_states_observation_statistics():
     # Probe-ContinuousAction-v0: obs ~ U[-1, 1], one step, r = -(a - obs)^2; the best action is the obs.
-    stats = envs.NormalizeObservationState(env_state=None, mean=jnp.zeros((1,)), var=jnp.full((1,), 4.0),
-                                           count=jnp.float32(100.0))
+    stats = envs.NormalizeObservationState(
+        env_state=None, mean=jnp.zeros((1,)), var=jnp.full((1,), 4.0), count=jnp.float32(100.0)
+    )
     undo = lambda params, obs, key, deterministic=False: params * obs  # noqa: E731  (a = 2 * obs / 2 = obs)
     # the statistics sit anywhere in the state, as NormalizeObservation's state in PPO's env_state
     normalised = run_eval("Probe-ContinuousAction-v0", undo, WithStats(jnp.float32(2.0), stats), episodes=64)
@@ -133,8 +137,16 @@ def toy_algorithm(num_updates: int, every: int) -> runner.Algorithm:
 
     config = evaluation.EvalConfig(every=every)
     run = lambda params: {"eval_return": params, "eval_length": jnp.float32(1.0)}  # noqa: E731
-    return runner.Algorithm(init, update, lambda p, o, k, d=False: o, 1, num_updates, "toy", None,
-                            evaluation.Evaluation(every, lambda state: state.params, run, config))
+    return runner.Algorithm(
+        init,
+        update,
+        lambda p, o, k, d=False: o,
+        1,
+        num_updates,
+        "toy",
+        None,
+        evaluation.Evaluation(every, lambda state: state.params, run, config),
+    )
 
 
 def test_runner_evaluates_the_state_after_due_updates_across_chunks_and_a_resume(tmp_path):
@@ -151,8 +163,15 @@ def test_runner_evaluates_the_state_after_due_updates_across_chunks_and_a_resume
     np.testing.assert_array_equal(off.metrics["episode_return"], full.metrics["episode_return"])
     reports: list = []
     with checkpoint.Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
-        part = runner.run_batch(algo, keys, hyper, num_chunks=4, checkpointer=ckpt, on_chunk=reports.append,
-                                should_stop=lambda: len(reports) >= 1)
+        part = runner.run_batch(
+            algo,
+            keys,
+            hyper,
+            num_chunks=4,
+            checkpointer=ckpt,
+            on_chunk=reports.append,
+            should_stop=lambda: len(reports) >= 1,
+        )
     assert part.status == "interrupted" and part.num_updates < 12
     with checkpoint.Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
         resumed = runner.run_batch(algo, keys, hyper, num_chunks=4, checkpointer=ckpt, resume=True)
@@ -163,8 +182,15 @@ def test_runner_evaluates_the_state_after_due_updates_across_chunks_and_a_resume
 def test_ppo_training_is_bit_identical_with_evaluation_on_and_off(tmp_path):
     # a probe env keeps the two compiles small; what could differ is the update's program, not the env
     env, env_params = envs.make("Probe-ActionReward-v0")
-    config = ppo.Config(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=6 * 16,
-                        hidden_sizes=(16,), normalize_obs=True)
+    config = ppo.Config(
+        num_envs=2,
+        num_steps=8,
+        num_minibatches=1,
+        update_epochs=1,
+        total_timesteps=6 * 16,
+        hidden_sizes=(16,),
+        normalize_obs=True,
+    )
     algo = ppo.make(config, env, env_params)
     evaluated = evaluation.with_evaluation(algo, env, env_params, evaluation.EvalConfig(every=4, episodes=4))
     off = rl.train(algo, ppo.Hyper(), seeds=[0, 1], num_chunks=3)  # 6 updates in chunks of 2
@@ -190,24 +216,51 @@ def test_ppo_training_is_bit_identical_with_evaluation_on_and_off(tmp_path):
 
 
 def test_final_eval_return_summary_has_the_final_return_fields():
-    eval_return = np.array([[np.nan, 10.0, np.nan], [np.nan, 20.0, np.nan], [np.nan, 30.0, np.nan],
-                            [np.nan, 40.0, np.nan]])
+    eval_return = np.array(
+        [[np.nan, 10.0, np.nan], [np.nan, 20.0, np.nan], [np.nan, 30.0, np.nan], [np.nan, 40.0, np.nan]]
+    )
     evaluated = evaluation.Evaluation(2, lambda s: s, lambda s: {}, evaluation.EvalConfig(every=2, episodes=8))
     summary = final_eval_return_summary(eval_return, evaluated)
     assert summary["final_eval_return_per_seed"] == [10.0, 20.0, 30.0, 40.0]
     assert summary["final_eval_return_mean"] == 25.0
     low, high = summary["final_eval_return_ci95"]
     assert 10.0 <= low < 25.0 < high <= 40.0
-    assert summary["eval"] == {"every": 2, "episodes": 8, "mode": "greedy", "seed": 0, "max_steps": None,
-                               "final_update": 1}
+    assert summary["eval"] == {
+        "every": 2,
+        "episodes": 8,
+        "mode": "greedy",
+        "seed": 0,
+        "max_steps": None,
+        "final_update": 1,
+    }
     few = score_summary(np.array([1.0, np.nan]), "final_eval_return")
     assert few["final_eval_return_per_seed"] == [1.0, None] and few["final_eval_return_ci95"] is None
     assert few["final_eval_return_range"] == [1.0, 1.0] and "too few" in few["final_eval_return_ci95_note"]
 
 
-TINY = ["ppo", "--env", "CartPole-v1", "--num-seeds", "2", "--num-envs", "2", "--num-steps", "8",
-        "--num-minibatches", "1", "--update-epochs", "1", "--total-timesteps", "48", "--hidden-sizes", "16",
-        "--num-chunks", "2", "--progress", "False"]  # 3 updates
+TINY = [
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "8",
+    "--num-minibatches",
+    "1",
+    "--update-epochs",
+    "1",
+    "--total-timesteps",
+    "48",
+    "--hidden-sizes",
+    "16",
+    "--num-chunks",
+    "2",
+    "--progress",
+    "False",
+]  # 3 updates
 
 
 def run_main(argv):
@@ -243,21 +296,30 @@ def test_cli_default_evaluates_the_final_policy_into_summary_and_config(tmp_path
 def test_run_folder_from_before_evaluation_resumes_without_it(tmp_path):
     out = tmp_path / "old"
     out.mkdir()
-    config = {"agent": "ppo", "env": "CartPole-v1", "seeds": [0, 1], "num_chunks": 2,
-              "config": dataclasses.asdict(ppo.Config()), "hyper": dataclasses.asdict(ppo.Hyper())}
+    config = {
+        "agent": "ppo",
+        "env": "CartPole-v1",
+        "seeds": [0, 1],
+        "num_chunks": 2,
+        "config": dataclasses.asdict(ppo.Config()),
+        "hyper": dataclasses.asdict(ppo.Hyper()),
+    }
     (out / "config.json").write_text(json.dumps(config))
     _, args = train_cli.load_run_config(out)
     assert args.eval_every == 0
 
 
-@pytest.mark.parametrize("flags, field", [
-    (["--eval-every", "-1"], "eval_every"),
-    (["--eval-episodes", "0"], "eval_episodes"),
-    (["--eval-seed", "-3"], "eval_seed"),
-    (["--eval-mode", "best"], "--eval-mode"),
-    # 512 seeds x 2**24 episodes of CartPole's 52-byte env state: 416 GiB, refused by the memory check
-    (["--num-seeds", "512", "--eval-episodes", str(2**24)], "eval_episodes=16777216 is invalid: 8,589,934,592"),
-])
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--eval-every", "-1"], "eval_every"),
+        (["--eval-episodes", "0"], "eval_episodes"),
+        (["--eval-seed", "-3"], "eval_seed"),
+        (["--eval-mode", "best"], "--eval-mode"),
+        # 512 seeds x 2**24 episodes of CartPole's 52-byte env state: 416 GiB, refused by the memory check
+        (["--num-seeds", "512", "--eval-episodes", str(2**24)], "eval_episodes=16777216 is invalid: 8,589,934,592"),
+    ],
+)
 def test_bad_eval_flags_are_one_error_line_before_anything_compiles(flags, field, tmp_path):
     code, stdout, stderr = run_main([*TINY, *flags, "--out", str(tmp_path / "x")])
     assert code == 2 and stderr.startswith("error: ") and field in stderr and stderr.count("\n") == 1

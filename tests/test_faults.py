@@ -46,9 +46,27 @@ from rl.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "ppo", "--env", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4", "--num-steps", "8",
-    "--num-minibatches", "2", "--update-epochs", "1", "--hidden-sizes", "16", "--total-timesteps", "512",
-    "--num-chunks", "8", "--progress", "False",
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "8",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--hidden-sizes",
+    "16",
+    "--total-timesteps",
+    "512",
+    "--num-chunks",
+    "8",
+    "--progress",
+    "False",
 ]  # 16 updates in 8 chunks of 2
 
 
@@ -116,9 +134,20 @@ def interrupted(tmp_path_factory) -> Path:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sinks.CsvSink, "write", write_then_ctrl_c)
-        code, stdout, stderr = run_main(train_cli.main, [
-            *TINY, "--out", str(out), "--checkpoint-every", "0", "--checkpoint-seconds", "1e-6",
-            "--keep-checkpoints", "3"])
+        code, stdout, stderr = run_main(
+            train_cli.main,
+            [
+                *TINY,
+                "--out",
+                str(out),
+                "--checkpoint-every",
+                "0",
+                "--checkpoint-seconds",
+                "1e-6",
+                "--keep-checkpoints",
+                "3",
+            ],
+        )
     assert code == 128 + signal.SIGINT, stderr
     return out
 
@@ -164,16 +193,29 @@ def test_a_run_folder_is_claimed_by_one_process(interrupted, tmp_path, no_traini
     new = tmp_path / "new"
     # another process holds both folders (as a training in progress would)
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys\nfrom experiments.train import claim_folder\n"
-            "a = claim_folder(sys.argv[1], '--out', empty=True)\nb = claim_folder(sys.argv[2], '--resume', empty=False)\n"
-            "print('held', flush=True)\nsys.stdin.read()\n"), str(new), str(run)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys\nfrom experiments.train import claim_folder\n"
+                "a = claim_folder(sys.argv[1], '--out', empty=True)\nb = claim_folder(sys.argv[2], '--resume', empty=False)\n"
+                "print('held', flush=True)\nsys.stdin.read()\n"
+            ),
+            str(new),
+            str(run),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        for main, argv in ((train_cli.main, [*TINY, "--out", str(new)]),
-                           (train_cli.main, ["--resume", str(run)]),
-                           (sweep_cli.main, ["ppo", "--out", str(new), "--grid", "learning_rate=1e-3,1e-4"])):
+        for main, argv in (
+            (train_cli.main, [*TINY, "--out", str(new)]),
+            (train_cli.main, ["--resume", str(run)]),
+            (sweep_cli.main, ["ppo", "--out", str(new), "--grid", "learning_rate=1e-3,1e-4"]),
+        ):
             code, _, err = run_main(main, argv)
             assert code == 2 and "is in use by another process" in one_error_line(err), err
     finally:
@@ -235,8 +277,13 @@ def test_full_disk_stops_with_one_line_keeps_the_checkpoints_and_resumes(tmp_pat
     """
     out = tmp_path / "run"
     argv = [*TINY, "--total-timesteps", "4096", "--checkpoint-every", "1", "--out", str(out)]  # 128 updates
-    proc = subprocess.run(limited([sys.executable, "-m", "experiments.train", *argv], limit_kib=40), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        limited([sys.executable, "-m", "experiments.train", *argv], limit_kib=40),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     summary = assert_failed_cleanly(out, proc.returncode, proc.stderr, "File too large")
     assert 0 < summary["num_updates"] < 128
     assert pd.read_csv(out / "metrics.csv", on_bad_lines="skip").shape[0] >= 2 * summary["checkpoint_update"]
@@ -254,10 +301,25 @@ def test_a_failed_checkpoint_write_keeps_the_saved_ones(tmp_path):
     Before, orbax's failed background write ended in 853 lines of traceback.
     """
     out = tmp_path / "run"
-    argv = [*TINY, "--hidden-sizes", "64", "64", "--checkpoint-every", "2", "--checkpoint-seconds", "0",
-            "--out", str(out)]
-    proc = subprocess.Popen(limited([sys.executable, "-c", SLOW_CHUNKS, *argv]), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    argv = [
+        *TINY,
+        "--hidden-sizes",
+        "64",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "--checkpoint-seconds",
+        "0",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        limited([sys.executable, "-c", SLOW_CHUNKS, *argv]),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoints" / "4").is_dir():  # orbax renames a finished save to its step
@@ -276,9 +338,11 @@ def test_a_failed_checkpoint_write_keeps_the_saved_ones(tmp_path):
 
 
 def test_checkpoint_write_error_is_one_line():
-    err = ValueError('OUT_OF_RANGE: Error writing "x" in OCDBT database: Failed writing: "/a/b": '
-                     "Failed to write 100206 bytes to file 15: File too large [os_error_code='27'] "
-                     "[tensorstore_spec='{...}']")
+    err = ValueError(
+        'OUT_OF_RANGE: Error writing "x" in OCDBT database: Failed writing: "/a/b": '
+        "Failed to write 100206 bytes to file 15: File too large [os_error_code='27'] "
+        "[tensorstore_spec='{...}']"
+    )
     assert short_reason(err) == "File too large (errno 27)"
     assert issubclass(CheckpointWriteError, OSError)
 
@@ -286,11 +350,14 @@ def test_checkpoint_write_error_is_one_line():
 # ------------------------------------------------------------------ resume: check everything first
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda c: c.update(seeds=[5, 6]), "seeds"),
-    (lambda c: c["hyper"].update(learning_rate=1e-3), "hyper.learning_rate"),
-    (lambda c: c["config"].update(num_envs=8, total_timesteps=1024), "config.num_envs"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda c: c.update(seeds=[5, 6]), "seeds"),
+        (lambda c: c["hyper"].update(learning_rate=1e-3), "hyper.learning_rate"),
+        (lambda c: c["config"].update(num_envs=8, total_timesteps=1024), "config.num_envs"),
+    ],
+)
 def test_resume_refuses_an_edited_config_and_changes_nothing(interrupted, tmp_path, edit, field):
     run = copy_of(interrupted, tmp_path)
     config = json.loads((run / "config.json").read_text())
@@ -344,15 +411,21 @@ def test_resume_with_every_checkpoint_damaged_is_one_line_and_changes_nothing(in
 # ------------------------------------------------------------------ absurd magnitudes
 
 
-@pytest.mark.parametrize("main, argv, field", [
-    (train_cli.main, ["ppo", "--num-seeds", "1000000000"], "num_seeds"),
-    (train_cli.main, ["ppo", "--total-timesteps", str(10**18)], "total_timesteps"),
-    (train_cli.main, ["ppo", "--hidden-sizes", "100000000", "100000000"], "hidden_sizes"),
-    (train_cli.main, ["dqn", "--buffer-size", str(10**12)], "buffer_size"),
-    (sweep_cli.main, ["ppo", "--num-seeds", "1000000000", "--grid", "learning_rate=1e-4,1e-3"], "num_seeds"),
-    (sweep_cli.main, ["ppo", "--sample", "learning_rate=loguniform:1e-5:1e-2", "--samples", "1000000000"],
-     "samples"),
-])
+@pytest.mark.parametrize(
+    "main, argv, field",
+    [
+        (train_cli.main, ["ppo", "--num-seeds", "1000000000"], "num_seeds"),
+        (train_cli.main, ["ppo", "--total-timesteps", str(10**18)], "total_timesteps"),
+        (train_cli.main, ["ppo", "--hidden-sizes", "100000000", "100000000"], "hidden_sizes"),
+        (train_cli.main, ["dqn", "--buffer-size", str(10**12)], "buffer_size"),
+        (sweep_cli.main, ["ppo", "--num-seeds", "1000000000", "--grid", "learning_rate=1e-4,1e-3"], "num_seeds"),
+        (
+            sweep_cli.main,
+            ["ppo", "--sample", "learning_rate=loguniform:1e-5:1e-2", "--samples", "1000000000"],
+            "samples",
+        ),
+    ],
+)
 def test_a_configuration_that_cannot_fit_is_refused_naming_the_field(no_training, main, argv, field):
     start = time.monotonic()
     code, out, err = run_main(main, [*argv, "--progress", "False"])
@@ -372,9 +445,24 @@ def test_memory_check_names_seeds_or_the_config_field():
 
 def test_ten_billion_ppo_envs_are_refused_at_once(tmp_path):
     # 1e10 envs (the issue's 1e9 need at least 41 GiB, which a large host has): at least 410 GiB
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "ppo", "--num-envs", str(10**10),
-                           "--total-timesteps", str(10**13), "--out", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "ppo",
+            "--num-envs",
+            str(10**10),
+            "--total-timesteps",
+            str(10**13),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and one_error_line(proc.stderr).startswith("error: num_envs=")
     assert not (tmp_path / "run").exists()
 
@@ -393,13 +481,29 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
     (tmp / "folder.json").mkdir()
     train, sweep = ["train", *TINY], ["sweep", "ppo", "--grid", "learning_rate=1e-3,1e-4"]
     return [
-        *[(f"{cmd[0]} --out {what}", [*cmd, "--out", path]) for cmd in (train, sweep) for what, path in (
-            ("a file", str(tmp / "file")), ("under a file", str(tmp / "file" / "run")),
-            ("not empty", str(tmp / "full")), ("empty string", ""), ("too long", str(tmp / ("x" * 300))),
-            ("in /proc", "/proc/no-such-run"))],
-        *[(f"preset file {what}", [*train, "--preset-file", str(tmp / name)]) for what, name in (
-            ("binary", "binary.json"), ("a JSON list", "list.json"), ("config not an object", "config5.json"),
-            ("too large", "huge.json"), ("a folder", "folder.json"), ("missing", "missing.json"))],
+        *[
+            (f"{cmd[0]} --out {what}", [*cmd, "--out", path])
+            for cmd in (train, sweep)
+            for what, path in (
+                ("a file", str(tmp / "file")),
+                ("under a file", str(tmp / "file" / "run")),
+                ("not empty", str(tmp / "full")),
+                ("empty string", ""),
+                ("too long", str(tmp / ("x" * 300))),
+                ("in /proc", "/proc/no-such-run"),
+            )
+        ],
+        *[
+            (f"preset file {what}", [*train, "--preset-file", str(tmp / name)])
+            for what, name in (
+                ("binary", "binary.json"),
+                ("a JSON list", "list.json"),
+                ("config not an object", "config5.json"),
+                ("too large", "huge.json"),
+                ("a folder", "folder.json"),
+                ("missing", "missing.json"),
+            )
+        ],
         ("sweep preset file binary", [*sweep, "--preset-file", str(tmp / "binary.json")]),
         ("sweep flag without value", ["sweep", "ppo", "--grid"]),
         ("sweep unknown flag", [*sweep, "--no-such-flag", "1"]),
@@ -431,17 +535,19 @@ def test_evaluate_never_replaces_a_file_and_refuses_unusable_input(interrupted, 
     (tmp_path / "report.json").write_text("mine")
     (tmp_path / "anim.gif").write_text("mine too")
     run = str(interrupted)
-    for argv in ([run, "--out", str(tmp_path / "report.json")],
-                 [run, "--gif", str(tmp_path / "anim.gif")],
-                 [run, "--out", str(tmp_path / "report.json" / "x.json")],
-                 [run, "--out", "/proc/report.json"],
-                 [run, "--out", ""],
-                 [run, "--episodes", "0"],
-                 [run, "--episodes", str(10**13)],
-                 [run, "--seed", str(2**64)],
-                 [run, "--max-steps", str(2**40)],
-                 [run, "--run", "7"],
-                 [str(tmp_path / "report.json")]):
+    for argv in (
+        [run, "--out", str(tmp_path / "report.json")],
+        [run, "--gif", str(tmp_path / "anim.gif")],
+        [run, "--out", str(tmp_path / "report.json" / "x.json")],
+        [run, "--out", "/proc/report.json"],
+        [run, "--out", ""],
+        [run, "--episodes", "0"],
+        [run, "--episodes", str(10**13)],
+        [run, "--seed", str(2**64)],
+        [run, "--max-steps", str(2**40)],
+        [run, "--run", "7"],
+        [str(tmp_path / "report.json")],
+    ):
         code, out, err = run_main(evaluate_cli.main, argv)
         assert code == 2, (argv, err)
         one_error_line(err)

@@ -36,7 +36,9 @@ from experiments import train as train_cli
 from rl.errors import ConfigError
 
 SETTINGS = settings(
-    max_examples=60, deadline=None, derandomize=True,
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 CLI_SETTINGS = settings(SETTINGS, max_examples=30)  # each example parses a command line (~50 ms)
@@ -49,8 +51,11 @@ def importable_agents() -> list:
         try:
             importlib.import_module(agents.AGENTS[name])
         except Exception as err:  # noqa: BLE001 - reported as the skip reason
-            params.append(pytest.param(name, marks=pytest.mark.skip(
-                reason=f"agents.{name} does not import: {type(err).__name__}: {err}")))
+            params.append(
+                pytest.param(
+                    name, marks=pytest.mark.skip(reason=f"agents.{name} does not import: {type(err).__name__}: {err}")
+                )
+            )
         else:
             params.append(name)
     return params
@@ -238,8 +243,15 @@ RUN_FLAGS = {  # TrainArgs/RunArgs fields and text that is never valid for them
 
 def valid_flags(module) -> st.SearchStrategy[list[str]]:
     """A few flags with valid, cheap values (they never make an invalid input valid)."""
-    options = [["--num-seeds", "1"], ["--num-seeds", "2"], ["--num-chunks", "3"], ["--seed", "7"],
-               ["--progress", "False"], ["--checkpoint-every", "0"], ["--env", "CartPole-v1"]]
+    options = [
+        ["--num-seeds", "1"],
+        ["--num-seeds", "2"],
+        ["--num-chunks", "3"],
+        ["--seed", "7"],
+        ["--progress", "False"],
+        ["--checkpoint-every", "0"],
+        ["--env", "CartPole-v1"],
+    ]
     return st.lists(st.sampled_from(options), max_size=3).map(lambda xs: [a for x in xs for a in x])
 
 
@@ -319,8 +331,11 @@ def test_cli_rejects_invalid_input_with_one_error_line(agent, no_training):
 
 
 @SETTINGS
-@given(st.one_of(st.text(min_size=1, max_size=20).filter(lambda s: not s.startswith("-")),
-                 st.sampled_from(["", "--env", "-x"])))
+@given(
+    st.one_of(
+        st.text(min_size=1, max_size=20).filter(lambda s: not s.startswith("-")), st.sampled_from(["", "--env", "-x"])
+    )
+)
 def test_cli_unknown_agent_is_one_error_line(name):
     if name in agents.AGENTS:
         return

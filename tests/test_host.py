@@ -183,7 +183,14 @@ def test_csv_round_trip_and_missing_returns(tmp_path: Path) -> None:
         assert len(path.read_text().splitlines()) == 1 + 2 * 3
     frame = pd.read_csv(path)
     assert list(frame.columns) == [
-        "config", "seed", "learning_rate", "update", "env_steps", "episode_return", "episodes", "loss"
+        "config",
+        "seed",
+        "learning_rate",
+        "update",
+        "env_steps",
+        "episode_return",
+        "episodes",
+        "loss",
     ]
     assert len(frame) == 6
     assert frame["env_steps"].tolist() == [128, 256, 384] * 2  # (update + 1) * 128
@@ -227,8 +234,14 @@ def test_jsonl_round_trip_nulls_and_resume(tmp_path: Path) -> None:
     assert len(records) == 2 * 3 + 2 * 1
     first = records[0]
     assert first == {
-        "config": 0, "seed": 0, "learning_rate": 3e-4, "update": 0, "env_steps": 64,
-        "episode_return": None, "episodes": 0.0, "loss": 0.5,
+        "config": 0,
+        "seed": 0,
+        "learning_rate": 3e-4,
+        "update": 0,
+        "env_steps": 64,
+        "episode_return": None,
+        "episodes": 0.0,
+        "loss": 0.5,
     }
     assert type(first["seed"]) is int and type(first["loss"]) is float
     assert records[-1]["update"] == 3 and records[-1]["env_steps"] == 256
@@ -297,7 +310,8 @@ def test_tensorboard_sink_on_resume_purges_points_past_the_checkpoint(tmp_path: 
         sink.write(_chunk(), first_update=1, steps_per_update=100)  # steps 200, 300, 400 again
     first, resumed = sorted((tmp_path / "tb").glob("events.out.tfevents.*"), key=lambda p: "resumed" in p.name)
     assert ("episode_return/mean", 300) in {  # the interrupted run's file is intact
-        (v.tag, e.step) for e in _tfrecord_events(first) for v in e.summary.value}
+        (v.tag, e.step) for e in _tfrecord_events(first) for v in e.summary.value
+    }
     events = _tfrecord_events(resumed)
     # the interrupted run logged update 0 (step 100) before the checkpoint: keep it, purge from 101 on
     starts = [e for e in events if e.HasField("session_log") and e.session_log.status == e.session_log.START]

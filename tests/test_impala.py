@@ -107,8 +107,14 @@ def test_lag_zero_is_on_policy():
     assert float(metrics["rho_clipped_fraction"]) <= 0.5  # ratios of 1 up to rounding
 
 
-@pytest.mark.parametrize("overrides, field", [(dict(policy_lag=-1), "policy_lag"), (dict(num_steps=0), "num_steps"),
-                                              (dict(total_timesteps=8), "total_timesteps")])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(policy_lag=-1), "policy_lag"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(total_timesteps=8), "total_timesteps"),
+    ],
+)
 def test_invalid_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:
         _make(**overrides)

@@ -30,11 +30,29 @@ from rl.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 SWEEP = [
-    "ppo", "--env", "CartPole-v1", "--num-seeds", "2",
-    "--grid", "learning_rate=1e-3,3e-3,1e-2",
-    "--total-timesteps", "4096", "--num-envs", "4", "--num-steps", "32",
-    "--num-minibatches", "2", "--update-epochs", "2",
-    "--num-chunks", "2", "--progress", "False", "--plot-top", "2",
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--grid",
+    "learning_rate=1e-3,3e-3,1e-2",
+    "--total-timesteps",
+    "4096",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "2",
+    "--num-chunks",
+    "2",
+    "--progress",
+    "False",
+    "--plot-top",
+    "2",
 ]
 
 
@@ -69,16 +87,24 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             _sweep_cmd(multi, "--coordinator-address", address, "--num-processes", "2", "--process-id", "0"),
-            cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            cwd=ROOT,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
         subprocess.Popen(
             _sweep_cmd(multi),
-            cwd=ROOT, env=_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            cwd=ROOT,
+            env=_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
     ]
     try:
         # the single-process reference compiles while the pair runs
-        ref = subprocess.run(_sweep_cmd(single), cwd=ROOT, env=_env(4), capture_output=True, text=True,
-                             timeout=TIMEOUT)
+        ref = subprocess.run(_sweep_cmd(single), cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=TIMEOUT)
         outs = [p.communicate(timeout=TIMEOUT) for p in procs]
     finally:
         for p in procs:
@@ -86,7 +112,7 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
                 p.kill()
                 p.wait()
     assert ref.returncode == 0, ref.stderr[-3000:]
-    for p, (stdout, stderr) in zip(procs, outs):
+    for p, (_, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr[-3000:]
     stdout0, stdout1 = outs[0][0], outs[1][0]
     assert "in 2 processes" in stdout0 and "2 duplicate run(s)" in stdout0  # said up front
@@ -135,7 +161,8 @@ def test_initialize_rejects_half_a_cluster(monkeypatch: pytest.MonkeyPatch) -> N
 def test_put_global_and_to_host_are_device_put_and_get_in_one_process() -> None:
     import jax
     import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from rl.runner import RUN_AXIS, make_mesh, seed_keys
 

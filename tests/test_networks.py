@@ -19,8 +19,15 @@ TINY = {
     "a2c": dict(num_envs=2, num_steps=4, total_timesteps=8),
     "impala": dict(num_envs=2, num_steps=4, total_timesteps=8, policy_lag=1),
     "pqn": dict(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=16),
-    "dqn": dict(num_envs=1, train_frequency=2, total_timesteps=8, learning_starts=2, buffer_size=8, batch_size=2,
-                target_update_interval=2),
+    "dqn": dict(
+        num_envs=1,
+        train_frequency=2,
+        total_timesteps=8,
+        learning_starts=2,
+        buffer_size=8,
+        batch_size=2,
+        target_update_interval=2,
+    ),
     "sac": dict(num_envs=1, total_timesteps=8, learning_starts=2, buffer_size=8, batch_size=2),
 }
 
@@ -43,8 +50,10 @@ def test_cnn_torso_trains_on_images(agent):
     env, params = envs.make("Breakout-MinAtar")
     algo = module.make(module.Config(torso="cnn", hidden_sizes=(32,), **TINY[agent]), env, params)
     result = rl.train(algo, module.Hyper(), seeds=[0])
-    names = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-             for path, _ in jax.tree_util.tree_flatten_with_path(result.params)[0]]
+    names = [
+        "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(result.params)[0]
+    ]
     assert any("conv" in n for n in names), names
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(result.params))
 

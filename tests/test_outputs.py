@@ -36,12 +36,12 @@ import pytest
 import agents
 import envs
 import rl
+import rl.runs
 from envs import registry
 from experiments import evaluate as evaluate_cli
 from experiments import presets
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-import rl.runs
 from rl import plots, progress, runner, stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
@@ -53,9 +53,27 @@ FILE_MODE = 0o666 & ~UMASK  # what open() gives a new file
 
 # A single-env DQN on CartPole: 972 updates of 1 env step, an episode every ~10 to 20 of them, so
 # most updates complete no episode (the case whose per-update curve fell apart into spikes).
-DQN_FLAGS = ["--num-seeds", "2", "--num-envs", "1", "--train-frequency", "1", "--total-timesteps", "972",
-             "--buffer-size", "1000", "--batch-size", "32", "--learning-starts", "200",
-             "--target-update-interval", "100", "--hidden-sizes", "16", "16"]
+DQN_FLAGS = [
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "1",
+    "--train-frequency",
+    "1",
+    "--total-timesteps",
+    "972",
+    "--buffer-size",
+    "1000",
+    "--batch-size",
+    "32",
+    "--learning-starts",
+    "200",
+    "--target-update-interval",
+    "100",
+    "--hidden-sizes",
+    "16",
+    "16",
+]
 
 
 def run_main(main, argv):
@@ -106,8 +124,12 @@ def user_module(tmp_path_factory):
 
 
 def test_env_spec_forms_and_errors(user_module):
-    for spec in (f"{user_module}:MyCartPole", f"{user_module}:make_env", f"{user_module}:ENV",
-                 f"{user_module}:MyCartPole-v0"):
+    for spec in (
+        f"{user_module}:MyCartPole",
+        f"{user_module}:make_env",
+        f"{user_module}:ENV",
+        f"{user_module}:MyCartPole-v0",
+    ):
         env, params = envs.make(spec)
         assert type(env).__name__ == "MyCartPole" and params == env.default_params, spec
     assert envs.is_spec(f"{user_module}:ENV") and not envs.is_spec("CartPole-v1")
@@ -165,8 +187,10 @@ def test_cli_curve_of_a_single_env_off_policy_run_is_continuous(dqn_cli_run):
     assert np.all(np.isfinite(curve.mean)) and len(y) == len(curve.mean) >= 10 and np.all(np.isfinite(y))
     assert curve.env_steps[0] < 0.1 * env_steps[-1] and curve.env_steps[-1] > 0.9 * env_steps[-1]
     # the bins hold every episode: the episode-weighted mean over bins is the mean over episodes
-    np.testing.assert_allclose(np.nansum(curve.runs * curve.counts, axis=1) / curve.counts.sum(axis=1),
-                               np.nansum(returns * episodes, axis=1) / episodes.sum(axis=1))
+    np.testing.assert_allclose(
+        np.nansum(curve.runs * curve.counts, axis=1) / curve.counts.sum(axis=1),
+        np.nansum(returns * episodes, axis=1) / episodes.sum(axis=1),
+    )
     png = run_dir / "curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_mode & 0o777 == FILE_MODE
 
@@ -217,8 +241,12 @@ def alternating_algorithm(num_updates: int = 8) -> runner.Algorithm:
     def update(state, hyper):
         u = state["u"]
         ended = (u % 2 == 1).astype(jnp.int32)
-        metrics = {"episode_return": jnp.where(ended > 0, 10.0 + u, 0.0).astype(jnp.float32),
-                   "episode_length": ended.astype(jnp.float32) * 5.0, "episodes": ended, "loss": jnp.float32(1.0)}
+        metrics = {
+            "episode_return": jnp.where(ended > 0, 10.0 + u, 0.0).astype(jnp.float32),
+            "episode_length": ended.astype(jnp.float32) * 5.0,
+            "episodes": ended,
+            "loss": jnp.float32(1.0),
+        }
         return {"params": state["params"], "u": u + 1}, metrics
 
     return runner.Algorithm(init, update, lambda p, o, k, d=False: o, 1, num_updates, "toy", None)
@@ -287,8 +315,7 @@ def test_sac_like_run_with_one_episode_every_200_updates_gets_a_curve(tmp_path):
     assert len(curve.mean) == 10 and np.all(np.isfinite(curve.mean)) and np.all(np.isfinite(curve.smoothed))
     assert [len(line.get_ydata()) for line in figure.axes[0].lines] == [10, 10]
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
-    assert legend == ["mean of 4 runs, per bin", "the same, smoothed over 3 bins",
-                      "95% bootstrap CI over the 4 runs"]
+    assert legend == ["mean of 4 runs, per bin", "the same, smoothed over 3 bins", "95% bootstrap CI over the 4 runs"]
     assert np.all(np.diff(curve.mean) > 0)  # the trend survives binning
     path = plots.plot_learning_curve(tmp_path / "curve.png", env_steps, returns, counts, "sac")
     assert path.stat().st_mode & 0o777 == FILE_MODE
@@ -303,14 +330,30 @@ def test_sweep_learning_curves_are_binned(tmp_path, monkeypatch):
         return real(path, curves, *args, **kwargs)
 
     monkeypatch.setattr(plots, "plot_curves", capture)
-    config = agents.get("dqn").Config(num_envs=1, train_frequency=10, total_timesteps=600, buffer_size=500,
-                                      batch_size=16, learning_starts=100, target_update_interval=100,
-                                      hidden_sizes=(8,))
-    rl.sweep(agents.get("dqn"), "CartPole-v1", grid={"learning_rate": [1e-3, 3e-4]}, seeds=2, config=config,
-             out=tmp_path / "sweep", progress=False, verbose=False, num_chunks=2)
+    config = agents.get("dqn").Config(
+        num_envs=1,
+        train_frequency=10,
+        total_timesteps=600,
+        buffer_size=500,
+        batch_size=16,
+        learning_starts=100,
+        target_update_interval=100,
+        hidden_sizes=(8,),
+    )
+    rl.sweep(
+        agents.get("dqn"),
+        "CartPole-v1",
+        grid={"learning_rate": [1e-3, 3e-4]},
+        seeds=2,
+        config=config,
+        out=tmp_path / "sweep",
+        progress=False,
+        verbose=False,
+        num_chunks=2,
+    )
     curves, kwargs = drawn["learning_curves.png"]
     assert len(curves) == 2
-    for env_steps, mean, low, high in curves.values():
+    for _, mean, _, _ in curves.values():
         assert len(mean) >= 5 and np.all(np.isfinite(mean))  # per update it would be mostly NaN
     assert "too few for a 95% CI" in kwargs["title"]
 
@@ -382,8 +425,9 @@ def test_saved_result_is_a_run_folder_for_load_and_evaluate(tmp_path, user_modul
 
     spec = f"{user_module}:MyCartPole-v0"  # MODULE:ENV_ID, registered when the module is imported
     env, env_params = envs.make(spec)
-    config = ppo.Config(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=320,
-                        hidden_sizes=(8,))
+    config = ppo.Config(
+        num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=320, hidden_sizes=(8,)
+    )
     algo = ppo.make(config, env, env_params)
     result = rl.train(algo, ppo.Hyper(), seeds=[3, 4], num_chunks=2)
     run_dir = result.save(tmp_path / "run", env=spec)
@@ -395,8 +439,10 @@ def test_saved_result_is_a_run_folder_for_load_and_evaluate(tmp_path, user_modul
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["num_updates"] == 10
     frame = pd.read_csv(run_dir / "metrics.csv")
-    assert len(frame) == 2 * 10 and frame["episode_return"].isna().sum() == np.isnan(
-        result.metrics["episode_return"]).sum()
+    assert (
+        len(frame) == 2 * 10
+        and frame["episode_return"].isna().sum() == np.isnan(result.metrics["episode_return"]).sum()
+    )
 
     policy = agents.load(run_dir, seed=4)
     assert policy.update == 10 and policy.config == config

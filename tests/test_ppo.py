@@ -27,8 +27,7 @@ def _static(env_id="CartPole-v1", config=SMALL):
     env, params = envs.make(env_id)
     space = env.action_space(params)
     discrete = envs.is_discrete(space)
-    return ppo.Static(config, envs.vectorize(env, config.num_envs), params,
-                      ppo.network(config, space), discrete)
+    return ppo.Static(config, envs.vectorize(env, config.num_envs), params, ppo.network(config, space), discrete)
 
 
 def _final(result):
@@ -84,8 +83,12 @@ def test_gaussian_policy_heads():
 
 def _probe_values(env_id, obs, seeds, steps=20_000, **hyper):
     """Train on `seeds`; the policy output and value at `obs` of each run, seeds first."""
-    algo = _make(env_id, ppo.Config(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4,
-                                    total_timesteps=steps, anneal_lr=False))
+    algo = _make(
+        env_id,
+        ppo.Config(
+            num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4, total_timesteps=steps, anneal_lr=False
+        ),
+    )
     result = rl.train(algo, ppo.Hyper(learning_rate=3e-3, ent_coef=0.0, **hyper), seeds=seeds)
     network = ppo.network(algo.config, _space(env_id)[0])
     policy_out, value = jax.vmap(network.apply, (0, None))(result.params, obs)
@@ -171,8 +174,9 @@ def test_invalid_config_names_the_field(env_id, overrides, field):
     assert err.value.field == field and field in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("learning_rate", -1.0), ("gamma", 1.5), ("max_grad_norm", 0.0),
-                                          ("clip_eps", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value", [("learning_rate", -1.0), ("gamma", 1.5), ("max_grad_norm", 0.0), ("clip_eps", float("nan"))]
+)
 def test_invalid_hyper_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(ppo.Hyper(), **{field: value}).validate()

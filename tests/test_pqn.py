@@ -14,7 +14,6 @@ from agents import networks, pqn
 from rl import stats
 from rl.errors import ConfigError
 
-
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); the leaf functions are
 # checked under "raise" below.
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
@@ -70,9 +69,7 @@ class TargetTest(parameterized.TestCase):
         got = pqn.q_lambda_targets(r, q_next, term, trunc, 0.9, 0.0)
         discount = 0.9 * (1.0 - term.astype(np.float32))
         zeros = np.zeros_like(q_next)
-        rlax_target = jax.vmap(jax.vmap(rlax.q_learning))(
-            zeros, np.zeros(r.shape, np.int32), r, discount, q_next
-        )
+        rlax_target = jax.vmap(jax.vmap(rlax.q_learning))(zeros, np.zeros(r.shape, np.int32), r, discount, q_next)
         np.testing.assert_allclose(got, rlax_target, rtol=1e-5, atol=1e-6)
 
     def test_truncation_bootstraps_termination_does_not(self):
@@ -86,8 +83,15 @@ class TargetTest(parameterized.TestCase):
 
 def _make(env_id="Probe-OneStep-v0", **overrides):
     env, params = envs.make(env_id)
-    base = dict(num_envs=16, num_steps=8, num_minibatches=4, update_epochs=4, total_timesteps=16_384,
-                hidden_sizes=(32,), anneal_lr=False)
+    base = dict(
+        num_envs=16,
+        num_steps=8,
+        num_minibatches=4,
+        update_epochs=4,
+        total_timesteps=16_384,
+        hidden_sizes=(32,),
+        anneal_lr=False,
+    )
     config = pqn.Config(**{**base, **overrides})
     return config, pqn.make(config, env, params), env, params
 
@@ -147,8 +151,9 @@ def test_probe_truncation_bootstraps(seeds):
     # the 5 positions: with one-step targets Q = 1 + 0.8 * 4/5 * Q = 2.8, with lambda-returns
     # (lambda 0.9) cut at the limit Q = 2.4 (fixed point of the mean of the 5 cut returns).
     # Margin: half the gap of 2.2 to the nearer, 1.1.
-    _, q = _train_probe("Probe-Truncation-v0", pqn.Hyper(gamma=0.8, q_lambda=0.9, **PROBE_HYPER), seeds(0),
-                        total_timesteps=32_768)
+    _, q = _train_probe(
+        "Probe-Truncation-v0", pqn.Hyper(gamma=0.8, q_lambda=0.9, **PROBE_HYPER), seeds(0), total_timesteps=32_768
+    )
     np.testing.assert_allclose(q([[0.0]]), 5.0, atol=1.1)
 
 
@@ -179,8 +184,16 @@ def test_config_errors_name_the_field():
 # Settings for the learning test: purejaxql's CartPole network, batch and epochs, with the
 # budget cut to 200k steps (the learning rate, annealed to 0 over it, raised to 3e-4) and
 # epsilon ending at 0.05 instead of 0.2, since the test scores the exploring policy.
-CARTPOLE = dict(num_envs=32, num_steps=64, num_minibatches=16, update_epochs=4, total_timesteps=200_000,
-                hidden_sizes=(256, 256), layer_norm=True, anneal_lr=True)
+CARTPOLE = dict(
+    num_envs=32,
+    num_steps=64,
+    num_minibatches=16,
+    update_epochs=4,
+    total_timesteps=200_000,
+    hidden_sizes=(256, 256),
+    layer_norm=True,
+    anneal_lr=True,
+)
 CARTPOLE_HYPER = dict(learning_rate=3e-4, eps_end=0.05, exploration_fraction=0.2, reward_scale=0.1)
 
 

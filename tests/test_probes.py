@@ -8,8 +8,9 @@ tolerance is half the gap between the right answer and a named wrong one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +48,18 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-DQN_PROBE = dict(num_envs=4, train_frequency=1, buffer_size=1000, batch_size=32, learning_starts=64,
-                 target_update_interval=40, hidden_sizes=(32,), eval_epsilon=0.0, num_atoms=41, num_quantiles=16)
+DQN_PROBE = dict(
+    num_envs=4,
+    train_frequency=1,
+    buffer_size=1000,
+    batch_size=32,
+    learning_starts=64,
+    target_update_interval=40,
+    hidden_sizes=(32,),
+    eval_epsilon=0.0,
+    num_atoms=41,
+    num_quantiles=16,
+)
 DQN_HYPER = dict(learning_rate=1e-2, tau=1.0, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3)
 IMPALA_PROBE = dict(num_envs=8, num_steps=16, anneal_lr=False, hidden_sizes=(32,))
 IMPALA_HYPER = dict(learning_rate=3e-3, ent_coef=0.0)
@@ -71,7 +82,11 @@ def train(entry: Entry, env_id: str, seeds, steps: int | None = None, **hyper):
     algo = module.make(config, env, env_params)
     result = rl.train(algo, module.Hyper(**{**entry.hyper, **hyper}), seeds=seeds)
     value = entry.value(module, config, env.action_space(env_params))
-    return (lambda obs: np.asarray(jax.vmap(value, (0, None))(result.params, jnp.asarray(obs, jnp.float32)))), algo, result
+    return (
+        (lambda obs: np.asarray(jax.vmap(value, (0, None))(result.params, jnp.asarray(obs, jnp.float32)))),
+        algo,
+        result,
+    )
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)

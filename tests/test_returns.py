@@ -2,14 +2,12 @@
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import rlax
 from absl.testing import parameterized
 
 from rl.returns import gae_advantages, n_step_targets
-
 
 
 @pytest.fixture(autouse=True)
@@ -112,15 +110,17 @@ class LambdaTargetTest(parameterized.TestCase):
     def test_matches_numpy_reference(self, seed, gamma, lam):
         r, _, boot, term, trunc = _episodes(seed)
         got = self.variant(n_step_targets)(r, boot, term, trunc, gamma, lam)
-        np.testing.assert_allclose(
-            got, numpy_lambda_targets(r, boot, term, trunc, gamma, lam), rtol=1e-5, atol=1e-5
-        )
+        np.testing.assert_allclose(got, numpy_lambda_targets(r, boot, term, trunc, gamma, lam), rtol=1e-5, atol=1e-5)
 
     def test_one_step_target(self):
         # lambda = 0: G_t = r_t + gamma (1 - terminated) * b_t.
         # r=[1,2], b=[3,4], terminated=[0,1]: G = [1 + .5*3, 2] = [2.5, 2].
         got = n_step_targets(
-            np.array([[1.0], [2.0]]), np.array([[3.0], [4.0]]),
-            np.array([[False], [True]]), np.array([[False], [False]]), 0.5, 0.0,
+            np.array([[1.0], [2.0]]),
+            np.array([[3.0], [4.0]]),
+            np.array([[False], [True]]),
+            np.array([[False], [False]]),
+            0.5,
+            0.0,
         )
         np.testing.assert_allclose(got, [[2.5], [2.0]])

@@ -88,7 +88,8 @@ def rliable_draws(monkeypatch, global_numpy_seed):
 def rliable_interval(scores: np.ndarray, func, reps: int) -> tuple[float, float, float]:
     """rliable's point estimate and percentile 95% interval of ``func`` over ``[runs, tasks]`` scores."""
     points, intervals = rly.get_interval_estimates(
-        {"algo": scores}, lambda x: np.array([func(x)]), method="percentile", reps=reps)
+        {"algo": scores}, lambda x: np.array([func(x)]), method="percentile", reps=reps
+    )
     (low,), (high,) = intervals["algo"]
     return float(points["algo"][0]), float(low), float(high)
 
@@ -214,11 +215,28 @@ def write_run_folder(folder, agent, env, seeds, per_seed, hyper=None, status="co
     (tests/test_wandb.py exports a folder written by a real training through the CLI.)
     """
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "agent": agent, "env": env, "seeds": list(seeds), "config": {"hidden_sizes": [16], "num_envs": 4},
-        "hyper": hyper or {"learning_rate": 0.001}}))
-    (folder / "summary.json").write_text(json.dumps({
-        "agent": agent, "env": env, "status": status, "seeds": list(seeds), "final_return_per_seed": list(per_seed)}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "agent": agent,
+                "env": env,
+                "seeds": list(seeds),
+                "config": {"hidden_sizes": [16], "num_envs": 4},
+                "hyper": hyper or {"learning_rate": 0.001},
+            }
+        )
+    )
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "agent": agent,
+                "env": env,
+                "status": status,
+                "seeds": list(seeds),
+                "final_return_per_seed": list(per_seed),
+            }
+        )
+    )
     return folder
 
 
@@ -247,8 +265,7 @@ def test_run_folders_become_rliables_score_dict(four_tasks_of_two_agents, tmp_pa
     npz, meta = table.save(tmp_path / "out" / "scores.npz")
     score_dict = dict(np.load(npz))
     assert sorted(score_dict) == ["dqn", "ppo"]
-    points, intervals = rly.get_interval_estimates(
-        score_dict, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=200)
+    points, intervals = rly.get_interval_estimates(score_dict, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=200)
     for name, matrix in table.scores.items():
         np.testing.assert_array_equal(score_dict[name], matrix)
         assert points[name][0] == stats.iqm(matrix) and intervals[name].shape == (2, 1)
@@ -277,8 +294,13 @@ def test_a_sweep_folder_gives_one_algorithm_per_configuration(tmp_path):
 
     # sweep.json and summary.json from the sweep's own record and summary (what write_report writes)
     tiny = ppo.Config(num_envs=4, num_steps=8, num_minibatches=2, total_timesteps=512)
-    the_plan = plan(ppo, grid={"learning_rate": [1e-3, 3e-4]}, seeds=[5, 6], config=tiny,
-                    mesh=types.SimpleNamespace(devices=np.empty(1)))
+    the_plan = plan(
+        ppo,
+        grid={"learning_rate": [1e-3, 3e-4]},
+        seeds=[5, 6],
+        config=tiny,
+        mesh=types.SimpleNamespace(devices=np.empty(1)),
+    )
     final = np.array([[100.0, 120.0], [40.0, 60.0]])  # [configurations, seeds]
     folder = tmp_path / "sweep"
     folder.mkdir()
@@ -295,16 +317,19 @@ def test_a_sweep_folder_gives_one_algorithm_per_configuration(tmp_path):
         scores.collect([folder], metric="final_eval_return")
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("missing_task", r"dqn has no scores on \['Acrobot-v1'\].*every algorithm needs every task"),
-    ("unequal_runs", r"ppo has \{'CartPole-v1': 2, 'Acrobot-v1': 3\} runs per task"),
-    ("no_score", r"seed\(s\) \[1\] have no score"),
-    ("not_completed", r"did not complete \(status 'interrupted'\)"),
-    ("repeated_seed", r"seed\(s\) \[1\] of ppo on CartPole-v1 appear in more than one"),
-    ("other_metric", r"has no 'final_eval_return_per_seed'; metrics there: final_return"),
-    ("normalize_missing", r"normalize needs a \(low, high\) for exactly the tasks .*missing \['Acrobot-v1'\]"),
-    ("normalize_empty", r"need two finite, different numbers"),
-])
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing_task", r"dqn has no scores on \['Acrobot-v1'\].*every algorithm needs every task"),
+        ("unequal_runs", r"ppo has \{'CartPole-v1': 2, 'Acrobot-v1': 3\} runs per task"),
+        ("no_score", r"seed\(s\) \[1\] have no score"),
+        ("not_completed", r"did not complete \(status 'interrupted'\)"),
+        ("repeated_seed", r"seed\(s\) \[1\] of ppo on CartPole-v1 appear in more than one"),
+        ("other_metric", r"has no 'final_eval_return_per_seed'; metrics there: final_return"),
+        ("normalize_missing", r"normalize needs a \(low, high\) for exactly the tasks .*missing \['Acrobot-v1'\]"),
+        ("normalize_empty", r"need two finite, different numbers"),
+    ],
+)
 def test_what_does_not_form_a_matrix_is_refused(tmp_path, case, pattern):
     cp = write_run_folder(tmp_path / "cp", "ppo", "CartPole-v1", [0, 1], [1.0, 2.0])
     ab = write_run_folder(tmp_path / "ab", "ppo", "Acrobot-v1", [0, 1], [3.0, 4.0])
@@ -333,8 +358,14 @@ def test_cli_prints_iqm_and_writes_the_score_dict(four_tasks_of_two_agents, tmp_
     from experiments import scores as scores_cli
 
     out = tmp_path / "scores.npz"
-    argv = [*map(str, four_tasks_of_two_agents), "--normalize", "CartPole-v1=0:500", "Acrobot-v1=-500:0",
-            "--out", str(out)]
+    argv = [
+        *map(str, four_tasks_of_two_agents),
+        "--normalize",
+        "CartPole-v1=0:500",
+        "Acrobot-v1=-500:0",
+        "--out",
+        str(out),
+    ]
     assert scores_cli.main(argv) == 0
     stdout = capsys.readouterr().out
     assert "final_return (normalised) on 2 task(s): CartPole-v1, Acrobot-v1" in stdout
@@ -346,9 +377,11 @@ def test_cli_prints_iqm_and_writes_the_score_dict(four_tasks_of_two_agents, tmp_
     assert scores_cli.main(list(map(str, four_tasks_of_two_agents))) == 0
     assert "different scales" in capsys.readouterr().out
     # bad input: one error line, exit status 2
-    for bad, message in ((["--normalize", "CartPole-v1"], "write TASK=LOW:HIGH"),
-                         ([str(tmp_path / "nowhere")], "is not a folder"),
-                         (["--out", str(tmp_path / "s.csv")], "must end in .npz")):
+    for bad, message in (
+        (["--normalize", "CartPole-v1"], "write TASK=LOW:HIGH"),
+        ([str(tmp_path / "nowhere")], "is not a folder"),
+        (["--out", str(tmp_path / "s.csv")], "must end in .npz"),
+    ):
         assert scores_cli.main([*map(str, four_tasks_of_two_agents), *bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err

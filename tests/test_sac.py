@@ -16,7 +16,6 @@ from agents import sac
 from rl import offpolicy, stats
 from rl.errors import ConfigError
 
-
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
 # `update` are checked under "raise" below.
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
@@ -27,10 +26,9 @@ class Strict(parameterized.TestCase):
         super().setUp()
         self.enter_context(jax.numpy_rank_promotion("raise"))
 
+
 # A small continuous-control setting for the probes: 4 envs, tiny networks.
-PROBE = sac.Config(
-    num_envs=4, total_timesteps=4 * 1_000, learning_starts=256, batch_size=64, hidden_sizes=(32, 32)
-)
+PROBE = sac.Config(num_envs=4, total_timesteps=4 * 1_000, learning_starts=256, batch_size=64, hidden_sizes=(32, 32))
 
 
 def _train(env_id, seeds, config=PROBE, hyper=sac.Hyper(), env=None):
@@ -85,9 +83,7 @@ class SquashedGaussianTest(Strict):
         u = np.arctanh(a / 2.0)
         noise = (u - mean) / np.exp(log_std)
         col = lambda x: jnp.asarray(np.broadcast_to(x, a.shape)[:, None], jnp.float32)
-        _, log_prob = sac.squashed_gaussian(
-            col(mean), col(log_std), col(noise), jnp.array([-2.0]), jnp.array([2.0])
-        )
+        _, log_prob = sac.squashed_gaussian(col(mean), col(log_std), col(noise), jnp.array([-2.0]), jnp.array([2.0]))
         density = np.exp(np.asarray(log_prob, np.float64))
         np.testing.assert_allclose(np.trapezoid(density, a), 1.0, atol=2e-3)
 
@@ -114,8 +110,9 @@ class TargetsAndLossesTest(Strict):
         p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         v = self.variant(sac.discrete_soft_value)(q, p, np.log(p), 0.3)
         # sum over actions of pi(a) (min(Q1, Q2)(a) - alpha log pi(a)), per state
-        expected = [sum(p[b, a] * (min(q[0, b, a], q[1, b, a]) - 0.3 * np.log(p[b, a])) for a in range(3))
-                    for b in range(5)]
+        expected = [
+            sum(p[b, a] * (min(q[0, b, a], q[1, b, a]) - 0.3 * np.log(p[b, a])) for a in range(3)) for b in range(5)
+        ]
         np.testing.assert_allclose(v, expected, rtol=1e-5)
 
     def test_critic_and_actor_losses(self):
@@ -174,9 +171,7 @@ class ColoredNoiseTest(Strict):
         assert not np.allclose(moved.sequences[2], noise.sequences[2])
 
 
-@pytest.mark.parametrize(
-    "env_id, noise_exponent", [("Pendulum-v1", 0.0), ("Pendulum-v1", 1.0), ("CartPole-v1", 0.0)]
-)
+@pytest.mark.parametrize("env_id, noise_exponent", [("Pendulum-v1", 0.0), ("Pendulum-v1", 1.0), ("CartPole-v1", 0.0)])
 def test_update_traces_under_strict_rank_promotion(env_id, noise_exponent):
     env, env_params = envs.make(env_id)
     algo = sac.make(dataclasses.replace(PROBE, noise_exponent=noise_exponent), env, env_params)
@@ -220,8 +215,9 @@ def test_probe_truncation_bootstraps_from_the_final_observation(seeds):
     # answer: treating it as termination gives at most 1 + .9 + ... + .9^4 = 4.1 (the obs is
     # always [0]: the fixed point 1 + .9 * 4/5 * Q gives 3.6). Margin: half the gap of 5.9, 2.9.
     config = dataclasses.replace(PROBE, total_timesteps=4 * 2_000)
-    static, params, _ = _train("Probe-Truncation-v0", seeds(0, 1), config,
-                               sac.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1))
+    static, params, _ = _train(
+        "Probe-Truncation-v0", seeds(0, 1), config, sac.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1)
+    )
     for p in params:
         np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((1, 1))), 10.0, atol=2.9)
 
@@ -234,8 +230,7 @@ def test_probe_action_reward_discrete_policy_picks_the_bit(seeds):
     # 0.74 is halfway. Wrong answer for Q: 0, what a critic blind to the observation fits (the bit
     # is a fair coin: each action's mean reward is 0); margin half the gap, 0.5.
     config = dataclasses.replace(PROBE, target_entropy=0.1)
-    static, params, _ = _train("Probe-ActionReward-v0", seeds(0, 1), config,
-                               sac.Hyper(actor_lr=3e-3, critic_lr=3e-3))
+    static, params, _ = _train("Probe-ActionReward-v0", seeds(0, 1), config, sac.Hyper(actor_lr=3e-3, critic_lr=3e-3))
     obs = jnp.eye(2)
     for p in params:
         greedy = sac.act(static, p, obs, jax.random.key(0), deterministic=True)
@@ -297,9 +292,7 @@ def test_defaults_follow_the_papers():
 # Reduced Pendulum budget for the suite (the rl-zoo preset takes 20k steps with 256-unit
 # networks): 8 envs give 24 episodes per run in the last 5% of updates, so the final return
 # is a mean over many episodes, not 3 or 4 of them.
-PENDULUM = sac.Config(
-    num_envs=8, total_timesteps=80_000, learning_starts=2_000, batch_size=128, hidden_sizes=(64, 64)
-)
+PENDULUM = sac.Config(num_envs=8, total_timesteps=80_000, learning_starts=2_000, batch_size=128, hidden_sizes=(64, 64))
 
 
 @pytest.mark.slow

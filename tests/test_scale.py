@@ -56,8 +56,20 @@ def test_over_seeds_hand_example() -> None:
     # median at position 0.5 * 7 = 3.5 -> (4 + 5) / 2; q25 at 1.75 -> 2 + 0.75 = 2.75; q95 at 6.65 -> 7.65
     values = np.array([[5.0], [np.nan], [1.0], [8.0], [3.0], [2.0], [7.0], [4.0], [6.0]])
     got = {name: float(stat[0]) for name, stat in aggregate.over_seeds(values).items()}
-    assert got == pytest.approx({"count": 8, "mean": 4.5, "iqm": 4.5, "min": 1.0, "q05": 1.35, "q25": 2.75,
-                                 "median": 4.5, "q75": 6.25, "q95": 7.65, "max": 8.0})
+    assert got == pytest.approx(
+        {
+            "count": 8,
+            "mean": 4.5,
+            "iqm": 4.5,
+            "min": 1.0,
+            "q05": 1.35,
+            "q25": 2.75,
+            "median": 4.5,
+            "q75": 6.25,
+            "q95": 7.65,
+            "max": 8.0,
+        }
+    )
 
 
 def _chunk(num_seeds: int, first: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -116,7 +128,10 @@ def test_parquet_parts_compaction_and_resume(tmp_path: Path) -> None:
         sink.write(_chunk(512, first, 4), first, steps_per_update=16)
     # killed here (no close): whole parts only, readable, covering the checkpoints they reach
     assert [p.name for p in sorted(columnar.parts_folder(path).iterdir())] == [
-        "000000000-000000004.parquet", "000000004-000000008.parquet", "000000008-000000012.parquet"]
+        "000000000-000000004.parquet",
+        "000000004-000000008.parquet",
+        "000000008-000000012.parquet",
+    ]
     assert len(columnar.read(path)) == 512 * 12
     assert columnar.check_covers(path, 512, 8) is None
     assert "covers updates before 12" in columnar.check_covers(path, 512, 13)
@@ -200,14 +215,28 @@ def test_tensorboard_logs_the_spread_over_seeds_not_every_seed(tmp_path: Path) -
     with sinks.TensorBoardSink(tmp_path / "tb", [{"seed": s} for s in range(512)], steps_per_update=10) as sink:
         sink.write(metrics, 0, steps_per_update=10)
     (event_file,) = (tmp_path / "tb").glob("events.out.tfevents.*")
-    scalars = {(v.tag, e.step): v.simple_value for e in _tfrecord_events(event_file) for v in e.summary.value
-               if v.HasField("simple_value")}
+    scalars = {
+        (v.tag, e.step): v.simple_value
+        for e in _tfrecord_events(event_file)
+        for v in e.summary.value
+        if v.HasField("simple_value")
+    }
     ended = metrics["episodes"][:, 0] > 0
     assert scalars[("episode_return/median", 10)] == pytest.approx(np.median(metrics["episode_return"][ended, 0]))
     assert scalars[("episode_return/iqm", 10)] == pytest.approx(
-        scipy.stats.trim_mean(metrics["episode_return"][ended, 0], 0.25), rel=1e-5)
+        scipy.stats.trim_mean(metrics["episode_return"][ended, 0], 0.25), rel=1e-5
+    )
     assert {tag.split("/")[1] for tag, _ in scalars if tag.startswith("episode_return/")} == {
-        "mean", "iqm", "median", "q05", "q25", "q75", "q95", "min", "max"}  # no per-seed curves
+        "mean",
+        "iqm",
+        "median",
+        "q05",
+        "q25",
+        "q75",
+        "q95",
+        "min",
+        "max",
+    }  # no per-seed curves
     assert ("value_loss/mean", 20) in scalars
 
 
@@ -225,9 +254,31 @@ def test_seed_summary_names_the_worst_seeds() -> None:
 # ------------------------------------------------------------------------------ the CLI at 512 seeds
 
 SEEDS = 512
-CLI = ["ppo", "--env", "CartPole-v1", "--num-seeds", str(SEEDS), "--num-envs", "1", "--num-steps", "16",
-       "--update-epochs", "1", "--num-minibatches", "1", "--hidden-sizes", "16", "--total-timesteps", str(16 * 8),
-       "--num-chunks", "4", "--checkpoint-every", "2", "--progress", "False"]  # 8 updates in 4 chunks of 2
+CLI = [
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    str(SEEDS),
+    "--num-envs",
+    "1",
+    "--num-steps",
+    "16",
+    "--update-epochs",
+    "1",
+    "--num-minibatches",
+    "1",
+    "--hidden-sizes",
+    "16",
+    "--total-timesteps",
+    str(16 * 8),
+    "--num-chunks",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--progress",
+    "False",
+]  # 8 updates in 4 chunks of 2
 
 
 def run_main(main, argv) -> tuple[int, str, str]:
@@ -257,8 +308,15 @@ def _parquet_rows(run: Path) -> pd.DataFrame:
 def test_many_seeds_folder_is_bounded_and_summarised(many_seeds_run) -> None:
     run, stdout = many_seeds_run
     files = {p.name for p in run.iterdir()}
-    assert files == {"config.json", "metrics_over_seeds.csv", "metrics.parquet", "tensorboard", "curve.png",
-                     "checkpoints", "summary.json"}  # no metrics.csv, metrics.jsonl or params.npz
+    assert files == {
+        "config.json",
+        "metrics_over_seeds.csv",
+        "metrics.parquet",
+        "tensorboard",
+        "curve.png",
+        "checkpoints",
+        "summary.json",
+    }  # no metrics.csv, metrics.jsonl or params.npz
     over_seeds = pd.read_csv(run / "metrics_over_seeds.csv")
     per_seed = _parquet_rows(run)
     num_metrics = over_seeds["metric"].nunique()
@@ -325,8 +383,9 @@ def test_failed_write_then_resume_gives_the_files_of_an_uninterrupted_run(many_s
     assert (out / "metrics_over_seeds.csv").read_bytes() == (reference / "metrics_over_seeds.csv").read_bytes()
     pd.testing.assert_frame_equal(_parquet_rows(out), _parquet_rows(reference))
     done = json.loads((out / "summary.json").read_text())
-    assert done["final_return_per_seed"] == json.loads((reference / "summary.json").read_text())[
-        "final_return_per_seed"]
+    assert (
+        done["final_return_per_seed"] == json.loads((reference / "summary.json").read_text())["final_return_per_seed"]
+    )
 
 
 def test_divergence_at_many_seeds_stops_with_one_line(tmp_path) -> None:

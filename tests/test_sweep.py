@@ -39,15 +39,22 @@ def _mesh(n: int) -> types.SimpleNamespace:
 def test_grid_is_the_product_in_order() -> None:
     p = plan(ppo, grid={"learning_rate": "1e-4,3e-4,1e-3", "ent_coef": [0, 0.01]}, seeds=16, config=TINY)
     assert [tuple(c.values()) for c in p.configs] == [
-        (1e-4, 0.0), (1e-4, 0.01), (3e-4, 0.0), (3e-4, 0.01), (1e-3, 0.0), (1e-3, 0.01)]
+        (1e-4, 0.0),
+        (1e-4, 0.01),
+        (3e-4, 0.0),
+        (3e-4, 0.01),
+        (1e-3, 0.0),
+        (1e-3, 0.01),
+    ]
     assert p.num_runs == 6 * 16
     assert len(p.groups) == 1 and p.traced == ["learning_rate", "ent_coef"] and p.static == []
     assert "one compile for all configurations x seeds" in "\n".join(p.describe())
 
 
 def test_random_search_is_seeded_and_inside_its_bounds() -> None:
-    kw = dict(sample={"learning_rate": "loguniform:1e-5:1e-2", "ent_coef": "uniform:0:0.1"},
-              num_samples=32, config=TINY)
+    kw = dict(
+        sample={"learning_rate": "loguniform:1e-5:1e-2", "ent_coef": "uniform:0:0.1"}, num_samples=32, config=TINY
+    )
     a, b = plan(ppo, **kw), plan(ppo, **kw)
     c = plan(ppo, **kw, sample_seed=1)
     assert a.configs == b.configs != c.configs  # every host draws the same configurations
@@ -58,14 +65,23 @@ def test_random_search_is_seeded_and_inside_its_bounds() -> None:
 
 
 def test_grid_times_samples_and_choice() -> None:
-    p = plan(ppo, grid={"ent_coef": [0.0, 0.01]}, sample={"gamma": Distribution("choice", choices=(0.9, 0.99))},
-             num_samples=3, config=TINY)
+    p = plan(
+        ppo,
+        grid={"ent_coef": [0.0, 0.01]},
+        sample={"gamma": Distribution("choice", choices=(0.9, 0.99))},
+        num_samples=3,
+        config=TINY,
+    )
     assert len(p.configs) == 6 and {c["gamma"] for c in p.configs} <= {0.9, 0.99}
 
 
 def test_shape_setting_values_compile_once_each_and_say_so() -> None:
-    p = plan(ppo, grid={"learning_rate": [1e-4, 1e-3], "num_envs": "4,8", "hidden_sizes": "32x32,64x64"},
-             config=TINY, seeds=2)
+    p = plan(
+        ppo,
+        grid={"learning_rate": [1e-4, 1e-3], "num_envs": "4,8", "hidden_sizes": "32x32,64x64"},
+        config=TINY,
+        seeds=2,
+    )
     assert len(p.groups) == 4
     assert {g.config.num_envs for g in p.groups} == {4, 8}
     assert {g.config.hidden_sizes for g in p.groups} == {(32, 32), (64, 64)}
@@ -109,8 +125,11 @@ def test_bootstrap_is_rl_stats_stratified_bootstrap() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        (dict(grid={"lerning_rate": [1e-3]}), r"unknown hyperparameter; did you mean learning_rate\?.*"
-                                              r"traced \(one compile\): learning_rate, gamma.*shape-setting"),
+        (
+            dict(grid={"lerning_rate": [1e-3]}),
+            r"unknown hyperparameter; did you mean learning_rate\?.*"
+            r"traced \(one compile\): learning_rate, gamma.*shape-setting",
+        ),
         (dict(sample={"bogus": "uniform:0:1"}, num_samples=2), r"sample='bogus'.*sweepable names"),
         (dict(grid={"learning_rate": []}), r"grid learning_rate.*empty or malformed value list"),
         (dict(grid={"learning_rate": ""}), r"grid learning_rate.*empty or malformed value list"),
@@ -149,7 +168,10 @@ def test_spec_needs_a_name_and_values() -> None:
     [
         (["--grid", "lerning_rate=1e-4"], "error: grid='lerning_rate' is invalid: unknown hyperparameter"),
         (["--grid", "learning_rate="], "error: grid learning_rate='' is invalid: an empty or malformed value list"),
-        (["--grid", "learning_rate=1", "--grid", "learning_rate=2"], "error: grid='learning_rate' is invalid: given twice"),
+        (
+            ["--grid", "learning_rate=1", "--grid", "learning_rate=2"],
+            "error: grid='learning_rate' is invalid: given twice",
+        ),
         (["--coordinator-address", "127.0.0.1:1"], "error: num_processes=None is invalid"),
     ],
 )
@@ -165,12 +187,33 @@ def test_cli_bad_input_is_one_error_line(argv, pattern, capsys, tmp_path: Path) 
 
 def test_cli_sweep_writes_the_report(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sweep"
-    code = sweep_cli.main([
-        "ppo", "--env", "CartPole-v1", "--num-seeds", "2",
-        "--grid", "learning_rate=1e-3,1e-2", "--grid", "ent_coef=0,0.01",
-        "--total-timesteps", "4096", "--num-envs", "4", "--num-steps", "32",
-        "--num-minibatches", "2", "--update-epochs", "2", "--num-chunks", "2", "--out", str(out),
-    ])
+    code = sweep_cli.main(
+        [
+            "ppo",
+            "--env",
+            "CartPole-v1",
+            "--num-seeds",
+            "2",
+            "--grid",
+            "learning_rate=1e-3,1e-2",
+            "--grid",
+            "ent_coef=0,0.01",
+            "--total-timesteps",
+            "4096",
+            "--num-envs",
+            "4",
+            "--num-steps",
+            "32",
+            "--num-minibatches",
+            "2",
+            "--update-epochs",
+            "2",
+            "--num-chunks",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "4 configuration(s) x 2 seed(s) = 8 runs" in printed and "one compile" in printed

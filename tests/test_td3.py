@@ -18,7 +18,6 @@ from agents import ddpg, td3
 from rl import replay, stats
 from rl.errors import ConfigError
 
-
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
 # `update` are checked under "raise" below.
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
@@ -28,6 +27,7 @@ class Strict(parameterized.TestCase):
     def setUp(self):
         super().setUp()
         self.enter_context(jax.numpy_rank_promotion("raise"))
+
 
 # A small setting for the probes: 4 envs, tiny networks (DDPG keeps its own defaults otherwise).
 PROBE = dict(num_envs=4, total_timesteps=4 * 1_000, learning_starts=256, batch_size=64, hidden_sizes=(32, 32))
@@ -94,13 +94,11 @@ class TargetTest(Strict):
 # ---------------------------------------------------------------- DDPG vs TD3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gradient_step_fn(module):
     """Pendulum `module` state and a jitted ``step -> gradient_step(...)`` on a fixed batch."""
     env, env_params = envs.make("Pendulum-v1")
-    config = module.Config(
-        num_envs=2, total_timesteps=100, learning_starts=8, batch_size=8, hidden_sizes=(8,)
-    )
+    config = module.Config(num_envs=2, total_timesteps=100, learning_starts=8, batch_size=8, hidden_sizes=(8,))
     static, hyper = td3.build(config, env, env_params), module.Hyper()
     with jax.numpy_rank_promotion("allow"):  # haiku's orthogonal init
         state = jax.jit(lambda key: td3.init(static, key, hyper))(jax.random.key(0))
@@ -113,8 +111,9 @@ def _gradient_step_fn(module):
         truncated=jnp.zeros(8, bool),
         next_obs=jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
     )
-    step_fn = jax.jit(lambda step: td3.gradient_step(static, state.params, state.opt_state, step, batch,
-                                                     jax.random.key(1), hyper))
+    step_fn = jax.jit(
+        lambda step: td3.gradient_step(static, state.params, state.opt_state, step, batch, jax.random.key(1), hyper)
+    )
     return static, state, step_fn
 
 
@@ -166,8 +165,7 @@ def test_update_traces_under_strict_rank_promotion(module):
 
 def _critic_and_policy(static, p):
     """The (critic, policy) pair that `assert_tracks_the_observation` checks, for params `p`."""
-    return (lambda obs, action: static.critic.apply(p.critic, obs, action),
-            lambda obs: td3.act(static, p, obs, None))
+    return (lambda obs, action: static.critic.apply(p.critic, obs, action), lambda obs: td3.act(static, p, obs, None))
 
 
 def test_probe_continuous_action_policy_tracks_the_observation(seeds, assert_tracks_the_observation):
@@ -194,8 +192,9 @@ def test_probe_truncation_bootstraps_from_the_final_observation(seeds):
     # most 1 + .9 + ... + .9^4 = 4.1 (the fixed point 1 + .9 * 4/5 * Q is 3.6). Margin: half the
     # gap of 5.9, 2.9.
     config = dict(PROBE, total_timesteps=4 * 2_000)
-    static, params = _train("Probe-Truncation-v0", seeds(0, 1), config,
-                            td3.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1), wrap=BoxActions)
+    static, params = _train(
+        "Probe-Truncation-v0", seeds(0, 1), config, td3.Hyper(critic_lr=3e-2, gamma=0.9, tau=0.1), wrap=BoxActions
+    )
     actions = jnp.linspace(-1.0, 1.0, 5)[:, None]
     for p in params:
         np.testing.assert_allclose(static.critic.apply(p.critic, jnp.zeros((5, 1)), actions), 10.0, atol=2.9)
@@ -220,8 +219,9 @@ def test_invalid_config_names_the_field(env_id, overrides, field):
     assert err.value.field == field and field in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("critic_lr", 0.0), ("tau", 2.0), ("policy_noise", -0.1),
-                                          ("exploration_noise", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value", [("critic_lr", 0.0), ("tau", 2.0), ("policy_noise", -0.1), ("exploration_noise", float("nan"))]
+)
 def test_invalid_hyper_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(td3.Hyper(), **{field: value}).validate()
@@ -231,9 +231,7 @@ def test_invalid_hyper_names_the_field(field, value):
 
 # Reduced Pendulum budget for the suite (see tests/test_sac.py): 8 envs, 64-unit networks,
 # gamma 0.98 as in the rl-zoo preset (with 0.99, 1 of 8 seeds stayed near -490 at this budget).
-PENDULUM = td3.Config(
-    num_envs=8, total_timesteps=80_000, learning_starts=2_000, batch_size=128, hidden_sizes=(64, 64)
-)
+PENDULUM = td3.Config(num_envs=8, total_timesteps=80_000, learning_starts=2_000, batch_size=128, hidden_sizes=(64, 64))
 
 
 @pytest.mark.slow

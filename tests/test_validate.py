@@ -17,13 +17,28 @@ def test_every_preset_builds(name):
 
 
 def test_row_format_has_ci_published_and_wall_time():
-    row = validate.Row(preset="p", agent="dqn", env="CartPole-v1", steps=500_000, num_seeds=8, mean=484.71,
-                       ci_low=470.1, ci_high=497.3, per_seed=[], published="498.38", source="src", seconds=90.0,
-                       eval_mean=500.0, eval_ci_low=500.0, eval_ci_high=500.0)
+    row = validate.Row(
+        preset="p",
+        agent="dqn",
+        env="CartPole-v1",
+        steps=500_000,
+        num_seeds=8,
+        mean=484.71,
+        ci_low=470.1,
+        ci_high=497.3,
+        per_seed=[],
+        published="498.38",
+        source="src",
+        seconds=90.0,
+        eval_mean=500.0,
+        eval_ci_low=500.0,
+        eval_ci_high=500.0,
+    )
     # a published figure of training episodes: the training column is the like-for-like one (bold)
     assert validate.format_row(row) == (
         "| p | dqn | CartPole-v1 | 500,000 | 8 | **484.7 [470.1, 497.3]** | 500.0 [500.0, 500.0] | 498.38 | src "
-        "| 1.5 |\n")
+        "| 1.5 |\n"
+    )
     assert validate.format_row(validate.Row(**{**row.__dict__, "mean": float("nan")})).count("no episode ended") == 1
     # a published figure of evaluation episodes: the eval column is bold; no published figure: neither
     evaluated = validate.format_row(validate.Row(**{**row.__dict__, "published_episodes": "eval"}))
@@ -35,15 +50,19 @@ def test_eval_presets_are_the_ones_published_as_evaluation_episodes():
     kinds = {name: p.published_episodes for name, p in presets.PRESETS.items()}
     assert set(kinds.values()) <= {"eval", "training"}
     assert {n for n, k in kinds.items() if k == "eval"} == {
-        n for n, p in presets.PRESETS.items() if p.published and "evaluation episodes" in p.published}
+        n for n, p in presets.PRESETS.items() if p.published and "evaluation episodes" in p.published
+    }
     algo, _ = validate.build(presets.get("rlzoo-sac-pendulum"))  # evaluates once, after the last update
     assert algo.evaluation.every == algo.num_updates and algo.evaluation.config.episodes == validate.EVAL_EPISODES
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--only", "nope"], "unknown preset(s) ['nope']"),
-    (["--num-seeds", "0"], "num_seeds=0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "nope"], "unknown preset(s) ['nope']"),
+        (["--num-seeds", "0"], "num_seeds=0 is invalid"),
+    ],
+)
 def test_bad_arguments_fail_before_anything_runs(argv, message, capsys, tmp_path):
     assert validate.main([*argv, "--out", str(tmp_path / "v")]) == 2
     assert message in capsys.readouterr().err

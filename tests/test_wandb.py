@@ -84,8 +84,9 @@ class OfflineRun:
         self.history: dict[int, dict[str, float]] = {}
         for record in records:
             if record.WhichOneof("record_type") == "history":
-                row = {(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                       for item in record.history.item}
+                row = {
+                    (item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item
+                }
                 step = row.pop("_step")
                 assert step not in self.history, f"step {step} logged twice in {path}"
                 self.history[step] = {k: v for k, v in row.items() if not k.startswith("_")}
@@ -143,10 +144,12 @@ def chunk(num_runs: int, num_updates: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     episodes = rng.integers(0, 3, size=(num_runs, num_updates))
     episodes[:, 0] = 0  # no run completed an episode in the chunk's first update
-    return {"episode_return": rng.normal(100.0, 30.0, (num_runs, num_updates)).astype(np.float32),
-            "episode_length": rng.integers(10, 200, (num_runs, num_updates)).astype(np.float32),
-            "episodes": episodes.astype(np.float32),
-            "loss": rng.normal(size=(num_runs, num_updates)).astype(np.float32)}
+    return {
+        "episode_return": rng.normal(100.0, 30.0, (num_runs, num_updates)).astype(np.float32),
+        "episode_length": rng.integers(10, 200, (num_runs, num_updates)).astype(np.float32),
+        "episodes": episodes.astype(np.float32),
+        "loss": rng.normal(size=(num_runs, num_updates)).astype(np.float32),
+    }
 
 
 # ----------------------------------------------------------------------------- the sink
@@ -156,9 +159,18 @@ def chunk(num_runs: int, num_updates: int, seed: int) -> dict[str, np.ndarray]:
 def test_sink_logs_what_tensorboard_shows(offline, num_runs):
     labels = [{"seed": s} for s in range(num_runs)]
     chunks = [chunk(num_runs, 4, seed=i) for i in range(2)]
-    with sinks.TensorBoardSink(offline / "tb", labels, steps_per_update=50) as tb, \
-            sinks.WandbSink(labels, project="proj", group="grp", name="tiny", config={"agent": "ppo", "lr": 1e-3},
-                            directory=offline, state_file=offline / "state.json") as wb:
+    with (
+        sinks.TensorBoardSink(offline / "tb", labels, steps_per_update=50) as tb,
+        sinks.WandbSink(
+            labels,
+            project="proj",
+            group="grp",
+            name="tiny",
+            config={"agent": "ppo", "lr": 1e-3},
+            directory=offline,
+            state_file=offline / "state.json",
+        ) as wb,
+    ):
         for i, metrics in enumerate(chunks):
             tb.write(metrics, first_update=4 * i, steps_per_update=50)
             wb.write(metrics, first_update=4 * i, steps_per_update=50)
@@ -192,8 +204,9 @@ def test_resumed_sink_continues_the_run_and_skips_logged_steps(offline):
         first.write(metrics, first_update=0, steps_per_update=10)  # steps 10 .. 40
     # the run was interrupted after update 4, its checkpoint was at update 2: updates 2, 3 come again
     again = {name: values[:, 2:] for name, values in chunk(2, 6, seed=0).items()}
-    with sinks.WandbSink(labels, project="p", directory=offline / "second", state_file=state,
-                         resume_from_update=2) as second:
+    with sinks.WandbSink(
+        labels, project="p", directory=offline / "second", state_file=state, resume_from_update=2
+    ) as second:
         second.write(again, first_update=2, steps_per_update=10)  # steps 30 .. 60, of which 50, 60 are new
     assert second.run_id == first.run_id
     (one,), (two,) = offline_runs(offline / "first"), offline_runs(offline / "second")
@@ -217,11 +230,14 @@ def test_missing_wandb_names_the_extra(monkeypatch, tmp_path, capsys):
     assert "compiling" not in captured.out and not out.exists()  # refused before the folder and the compile
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--wandb-project", "p"], "--wandb-project only apply with --track"),
-    (["--wandb-entity", "me", "--wandb-name", "n"], "--wandb-entity, --wandb-name only apply with --track"),
-    (["--track", "--wandb-group", " "], "--wandb-group is empty"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--wandb-project", "p"], "--wandb-project only apply with --track"),
+        (["--wandb-entity", "me", "--wandb-name", "n"], "--wandb-entity, --wandb-name only apply with --track"),
+        (["--track", "--wandb-group", " "], "--wandb-group is empty"),
+    ],
+)
 def test_wandb_flags_are_checked_before_compiling(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
     code = train_cli.main(["ppo", *argv, "--out", str(out), "--progress", "False"])
@@ -243,6 +259,7 @@ def test_cli_sink_is_named_after_the_run_folder_and_says_when_wandb_cannot_start
     assert run.config == {"agent": "ppo", "env": "CartPole-v1", "seeds": [0], "run_dir": str(run_dir)}
     assert sorted(run.history) == [5, 10] and run.history[10] == {"loss/mean": 1.0}
     assert json.loads((run_dir / train_cli.WANDB_STATE_FILE).read_text())["id"] == run.run.run_id
+
     # wandb's own error (online without a login: wandb.errors.UsageError, "No API key configured. Use
     # `wandb login` to log in."; wandb reads WANDB_MODE once per process, so it is raised by hand here)
     # becomes one line that says what to do
@@ -250,18 +267,47 @@ def test_cli_sink_is_named_after_the_run_folder_and_says_when_wandb_cannot_start
         raise RuntimeError("No API key configured. Use `wandb login` to log in.")
 
     monkeypatch.setattr(sinks.WandbSink, "__init__", no_login)
-    with pytest.raises(train_cli.UsageError, match=r"W&B could not start \(RuntimeError: No API key configured.*"
-                                                   r"run `wandb login`, or set WANDB_MODE=offline"):
+    with pytest.raises(
+        train_cli.UsageError,
+        match=r"W&B could not start \(RuntimeError: No API key configured.*"
+        r"run `wandb login`, or set WANDB_MODE=offline",
+    ):
         train_cli.open_wandb(settings, run_dir, [{"seed": 0}], None)
 
 
 # ----------------------------------------------------------------------------- --track through the CLI
 
 TRACKED = [
-    "ppo", "--env", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4", "--num-steps", "32",
-    "--num-minibatches", "2", "--update-epochs", "1", "--hidden-sizes", "16", "--total-timesteps", "2048",
-    "--num-chunks", "8", "--checkpoint-every", "2", "--eval-every", "0", "--progress", "False",
-    "--track", "--wandb-project", "cli-test", "--wandb-group", "tiny",
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "1",
+    "--hidden-sizes",
+    "16",
+    "--total-timesteps",
+    "2048",
+    "--num-chunks",
+    "8",
+    "--checkpoint-every",
+    "2",
+    "--eval-every",
+    "0",
+    "--progress",
+    "False",
+    "--track",
+    "--wandb-project",
+    "cli-test",
+    "--wandb-group",
+    "tiny",
 ]  # 16 updates of 128 env steps in 8 chunks of 2; a checkpoint every 4 updates
 
 
@@ -310,8 +356,12 @@ def test_track_interrupted_and_resumed_logs_every_update_once_to_one_run(offline
     history = {**first.history, **resumed.history}
     # the means and IQMs over seeds of metrics_over_seeds.csv (float32 there), at every update
     table = pd.read_csv(out / "metrics_over_seeds.csv")
-    for metric, stat in (("episode_return", "mean"), ("episode_return", "iqm"), ("episode_length", "q95"),
-                         ("value_loss", "mean")):
+    for metric, stat in (
+        ("episode_return", "mean"),
+        ("episode_return", "iqm"),
+        ("episode_length", "q95"),
+        ("value_loss", "mean"),
+    ):
         rows = table[table.metric == metric].dropna(subset=[stat])
         assert len(rows) >= 8, metric
         for env_steps, value in zip(rows.env_steps, rows[stat]):

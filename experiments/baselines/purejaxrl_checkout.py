@@ -17,8 +17,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +35,15 @@ def purejaxrl_ppo_file(path: str) -> Path:
     candidates = [given] if given.is_file() else [given / "ppo.py", given / "purejaxrl" / "ppo.py"]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise ValueError(f"--purejaxrl {path!r}: no ppo.py there; give a PureJaxRL checkout "
-                         "(git clone https://github.com/luchris429/purejaxrl), its purejaxrl/ folder or its ppo.py")
+        raise ValueError(
+            f"--purejaxrl {path!r}: no ppo.py there; give a PureJaxRL checkout "
+            "(git clone https://github.com/luchris429/purejaxrl), its purejaxrl/ folder or its ppo.py"
+        )
     if not (found.parent / "wrappers.py").is_file():
-        raise ValueError(f"--purejaxrl {path!r}: {found.parent / 'wrappers.py'} is missing; ppo.py imports "
-                         "LogWrapper and FlattenObservationWrapper from it (give the whole checkout)")
+        raise ValueError(
+            f"--purejaxrl {path!r}: {found.parent / 'wrappers.py'} is missing; ppo.py imports "
+            "LogWrapper and FlattenObservationWrapper from it (give the whole checkout)"
+        )
     return found
 
 
@@ -46,8 +51,10 @@ class _NotInstalled:
     """Stands in for a class of a package that is not installed; fails only if it is used."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise ImportError("stubbed by experiments.benchmark: the package is not installed, and PureJaxRL's "
-                          "ppo.py does not use this class")
+        raise ImportError(
+            "stubbed by experiments.benchmark: the package is not installed, and PureJaxRL's "
+            "ppo.py does not use this class"
+        )
 
 
 def _stub_missing_imports() -> None:
@@ -101,8 +108,9 @@ def _gymnax_for_purejaxrl() -> types.SimpleNamespace:
     def make(*args: Any, **kwargs: Any):
         env, params = gymnax.make(*args, **kwargs)
         key = jax.random.PRNGKey(0)
-        out = jax.eval_shape(lambda k: env.step(k, env.reset(k, params)[1], env.action_space(params).sample(k),
-                                                params), key)
+        out = jax.eval_shape(
+            lambda k: env.step(k, env.reset(k, params)[1], env.action_space(params).sample(k), params), key
+        )
         return (_DoneStep(env) if len(out) == 6 else env), params
 
     return types.SimpleNamespace(make=make)
@@ -165,13 +173,22 @@ def purejaxrl_config(config: Any, hyper: Any, env_id: str = "CartPole-v1") -> di
     if tuple(config.hidden_sizes) != (64, 64):
         raise ValueError(f"PureJaxRL's ActorCritic is 64x64; hidden_sizes={config.hidden_sizes} has no match")
     return {
-        "LR": float(hyper.learning_rate), "NUM_ENVS": config.num_envs, "NUM_STEPS": config.num_steps,
-        "TOTAL_TIMESTEPS": config.total_timesteps, "UPDATE_EPOCHS": config.update_epochs,
-        "NUM_MINIBATCHES": config.num_minibatches, "GAMMA": float(hyper.gamma),
-        "GAE_LAMBDA": float(hyper.gae_lambda), "CLIP_EPS": float(hyper.clip_eps),
-        "ENT_COEF": float(hyper.ent_coef), "VF_COEF": float(hyper.vf_coef),
-        "MAX_GRAD_NORM": float(hyper.max_grad_norm), "ACTIVATION": config.activation, "ENV_NAME": env_id,
-        "ANNEAL_LR": bool(config.anneal_lr), "DEBUG": False,
+        "LR": float(hyper.learning_rate),
+        "NUM_ENVS": config.num_envs,
+        "NUM_STEPS": config.num_steps,
+        "TOTAL_TIMESTEPS": config.total_timesteps,
+        "UPDATE_EPOCHS": config.update_epochs,
+        "NUM_MINIBATCHES": config.num_minibatches,
+        "GAMMA": float(hyper.gamma),
+        "GAE_LAMBDA": float(hyper.gae_lambda),
+        "CLIP_EPS": float(hyper.clip_eps),
+        "ENT_COEF": float(hyper.ent_coef),
+        "VF_COEF": float(hyper.vf_coef),
+        "MAX_GRAD_NORM": float(hyper.max_grad_norm),
+        "ACTIVATION": config.activation,
+        "ENV_NAME": env_id,
+        "ANNEAL_LR": bool(config.anneal_lr),
+        "DEBUG": False,
     }
 
 

@@ -15,7 +15,8 @@ settings on the same machine; it is not used anywhere else.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import distrax
 import flax.linen as nn
@@ -28,9 +29,20 @@ from flax.linen.initializers import constant, orthogonal
 from flax.training.train_state import TrainState
 
 CONFIG = dict(
-    LR=2.5e-4, NUM_ENVS=4, NUM_STEPS=128, TOTAL_TIMESTEPS=500_000, UPDATE_EPOCHS=4,
-    NUM_MINIBATCHES=4, GAMMA=0.99, GAE_LAMBDA=0.95, CLIP_EPS=0.2, ENT_COEF=0.01, VF_COEF=0.5,
-    MAX_GRAD_NORM=0.5, ENV_NAME="CartPole-v1", ANNEAL_LR=True,
+    LR=2.5e-4,
+    NUM_ENVS=4,
+    NUM_STEPS=128,
+    TOTAL_TIMESTEPS=500_000,
+    UPDATE_EPOCHS=4,
+    NUM_MINIBATCHES=4,
+    GAMMA=0.99,
+    GAE_LAMBDA=0.95,
+    CLIP_EPS=0.2,
+    ENT_COEF=0.01,
+    VF_COEF=0.5,
+    MAX_GRAD_NORM=0.5,
+    ENV_NAME="CartPole-v1",
+    ANNEAL_LR=True,
 )
 
 
@@ -80,9 +92,13 @@ def log_step(log: LogState, reward, done, info):
         returned_episode_lengths=log.returned_episode_lengths * (1 - done) + new_length * done,
         timestep=log.timestep + 1,
     )
-    info = {"discount": info["discount"], "returned_episode_returns": log.returned_episode_returns,
-            "returned_episode_lengths": log.returned_episode_lengths, "timestep": log.timestep,
-            "returned_episode": done}
+    info = {
+        "discount": info["discount"],
+        "returned_episode_returns": log.returned_episode_returns,
+        "returned_episode_lengths": log.returned_episode_lengths,
+        "timestep": log.timestep,
+        "returned_episode": done,
+    }
     return log, info
 
 
@@ -105,12 +121,12 @@ def make_train(config):
         rng, _rng = jax.random.split(rng)
         if network_params is None:
             network_params = network.init(_rng, jnp.zeros(env.observation_space(env_params).shape))
-        tx = optax.chain(optax.clip_by_global_norm(config["MAX_GRAD_NORM"]),
-                         optax.adam(learning_rate=linear_schedule, eps=1e-5))
+        tx = optax.chain(
+            optax.clip_by_global_norm(config["MAX_GRAD_NORM"]), optax.adam(learning_rate=linear_schedule, eps=1e-5)
+        )
         train_state = TrainState.create(apply_fn=network.apply, params=network_params, tx=tx)
         rng, _rng = jax.random.split(rng)
-        obsv, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(_rng, config["NUM_ENVS"]), env_params)
+        obsv, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(_rng, config["NUM_ENVS"]), env_params)
         zeros = jnp.zeros(config["NUM_ENVS"])
         ints = jnp.zeros(config["NUM_ENVS"], jnp.int32)
         log = LogState(zeros, ints, zeros, ints, ints)
@@ -123,9 +139,9 @@ def make_train(config):
                 action = pi.sample(seed=_rng)
                 log_prob = pi.log_prob(action)
                 rng, _rng = jax.random.split(rng)
-                obsv, env_state, reward, term, trunc, info = jax.vmap(
-                    env.step, in_axes=(0, 0, 0, None))(
-                    jax.random.split(_rng, config["NUM_ENVS"]), env_state, action, env_params)
+                obsv, env_state, reward, term, trunc, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                    jax.random.split(_rng, config["NUM_ENVS"]), env_state, action, env_params
+                )
                 done = jnp.logical_or(term, trunc)
                 log, info = log_step(log, reward, done, info)
                 transition = Transition(done, action, value, reward, log_prob, last_obs, info)
@@ -138,13 +154,13 @@ def make_train(config):
             def _calculate_gae(traj_batch, last_val):
                 def _get_advantages(gae_and_next_value, transition):
                     gae, next_value = gae_and_next_value
-                    delta = transition.reward + config["GAMMA"] * next_value * (1 - transition.done) \
-                        - transition.value
+                    delta = transition.reward + config["GAMMA"] * next_value * (1 - transition.done) - transition.value
                     gae = delta + config["GAMMA"] * config["GAE_LAMBDA"] * (1 - transition.done) * gae
                     return (gae, transition.value), gae
 
-                _, advantages = jax.lax.scan(_get_advantages, (jnp.zeros_like(last_val), last_val),
-                                             traj_batch, reverse=True, unroll=16)
+                _, advantages = jax.lax.scan(
+                    _get_advantages, (jnp.zeros_like(last_val), last_val), traj_batch, reverse=True, unroll=16
+                )
                 return advantages, advantages + traj_batch.value
 
             advantages, targets = _calculate_gae(traj_batch, last_val)
@@ -157,9 +173,12 @@ def make_train(config):
                         pi, value = network.apply(params, traj_batch.obs)
                         log_prob = pi.log_prob(traj_batch.action)
                         value_pred_clipped = traj_batch.value + (value - traj_batch.value).clip(
-                            -config["CLIP_EPS"], config["CLIP_EPS"])
-                        value_loss = 0.5 * jnp.maximum(jnp.square(value - targets),
-                                                       jnp.square(value_pred_clipped - targets)).mean()
+                            -config["CLIP_EPS"], config["CLIP_EPS"]
+                        )
+                        value_loss = (
+                            0.5
+                            * jnp.maximum(jnp.square(value - targets), jnp.square(value_pred_clipped - targets)).mean()
+                        )
                         ratio = jnp.exp(log_prob - traj_batch.log_prob)
                         gae = (gae - gae.mean()) / (gae.std() + 1e-8)
                         loss_actor = -jnp.minimum(
@@ -176,11 +195,13 @@ def make_train(config):
                 rng, _rng = jax.random.split(rng)
                 batch_size = minibatch_size * config["NUM_MINIBATCHES"]
                 permutation = jax.random.permutation(_rng, batch_size)
-                batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
-                                     (traj_batch, advantages, targets))
+                batch = jax.tree.map(
+                    lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj_batch, advantages, targets)
+                )
                 shuffled = jax.tree.map(lambda x: jnp.take(x, permutation, axis=0), batch)
                 minibatches = jax.tree.map(
-                    lambda x: jnp.reshape(x, [config["NUM_MINIBATCHES"], -1] + list(x.shape[1:])), shuffled)
+                    lambda x: jnp.reshape(x, [config["NUM_MINIBATCHES"], -1] + list(x.shape[1:])), shuffled
+                )
                 train_state, _ = jax.lax.scan(_update_minbatch, train_state, minibatches)
                 return (train_state, traj_batch, advantages, targets, rng), None
 
