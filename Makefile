@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.9
 
-.PHONY: run test bench validate install lock clean
+.PHONY: run test lint format bench validate install lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -25,8 +25,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m experiments.train ppo --env CartPole-v1 --num-seeds 8 --preset purejaxrl-cartpole
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+# ruff's linter and formatter, configured in pyproject.toml; `make format` applies both
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # PUREJAXRL=path/to/purejaxrl-checkout adds PureJaxRL's own ppo.py to the scale group
 bench: $(STAMP)
