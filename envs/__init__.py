@@ -1,11 +1,20 @@
 """Pure-JAX environments behind gymnax 1.0's interface.
 
-`make(env_id)` -> `(env, env_params)` for gymnax's 26 ids, this package's probes and an env spec
-`MODULE:ATTRIBUTE` or `MODULE:ENV_ID` naming an env of your own (see `envs.registry`);
-wrappers keep the `reset`/`step` 6-tuple contract with `info["final_observation"]`.
+`make(env_id)` -> `(env, env_params)` for gymnax's 26 ids, this package's probes, other suites'
+envs by prefix (`brax/ant`, `craftax/Craftax-Symbolic-v1`, `jumanji/Snake-v1`,
+`navix/Navix-Empty-5x5-v0`, `xminigrid/XLand-MiniGrid-R1-9x9`; optional extras, see
+`envs.suites`), an env spec `MODULE:ATTRIBUTE` or `MODULE:ENV_ID` naming an env of your own (see
+`envs.registry`), or an env object itself; wrappers keep the `reset`/`step` 6-tuple contract with
+`info["final_observation"]`.
 """
 
+from envs import (
+    probes,  # noqa: E402,F401  (registers the Probe-* ids)
+    suites,  # noqa: E402  (imports no suite until one of its ids is made)
+)
+from envs.probes import PROBES
 from envs.registry import EnvUnavailableError, is_spec, make, register, registered_ids
+from envs.suites import SuiteNotInstalledError
 from envs.wrappers import (
     ClipAction,
     EpisodeStatistics,
@@ -20,8 +29,6 @@ from envs.wrappers import (
     is_discrete,
     vectorize,
 )
-from envs import probes  # noqa: E402,F401  (registers the Probe-* ids)
-from envs.probes import PROBES
 
 __all__ = [
     "PROBES",
@@ -32,6 +39,7 @@ __all__ = [
     "FlattenObservation",
     "NormalizeObservation",
     "NormalizeObservationState",
+    "SuiteNotInstalledError",
     "VecEnv",
     "Wrapper",
     "action_shape",
@@ -42,5 +50,6 @@ __all__ = [
     "probes",
     "register",
     "registered_ids",
+    "suites",
     "vectorize",
 ]

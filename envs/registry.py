@@ -1,7 +1,12 @@
-"""One place to build environments by id: gymnax's 26 ids plus this package's own.
+"""One place to build environments by id: gymnax's 26 ids, this package's own, other suites'.
 
 `make(env_id, **kwargs)` returns `(env, env_params)` exactly like `gymnax.make`. Ids registered
-with `register` are looked up first; everything else is delegated to gymnax.
+with `register` are looked up first; an id with a suite prefix (`brax/ant`,
+`craftax/Craftax-Symbolic-v1`, `jumanji/Snake-v1`, `navix/Navix-Empty-5x5-v0`,
+`xminigrid/XLand-MiniGrid-R1-9x9`) is built by that suite's adapter in `envs.suites` (each suite
+is an optional extra, imported only then); everything else is delegated to gymnax. An env object
+(anything with `reset`, `step` and `default_params`) may be passed instead of an id:
+`make(env)` returns `(env, env.default_params)`.
 
 An environment of your own needs no wrapper script: wherever an env id is accepted (`make`, the
 `--env` flag of `experiments.train` and `experiments.sweep`, `rl.sweep`, and through a run
@@ -46,8 +51,7 @@ _FALLBACK_LISTED = 5
 # Gymnax ids whose constructor downloads data: id -> (what it downloads, how to fix a failure).
 _DOWNLOADING_IDS = {
     "MNISTBandit-bsuite": (
-        "MNIST (4 files, ~11 MB, from https://storage.googleapis.com/cvdf-datasets/mnist/ "
-        "into /tmp/mnist)",
+        "MNIST (4 files, ~11 MB, from https://storage.googleapis.com/cvdf-datasets/mnist/ into /tmp/mnist)",
         "Connect to the network, or copy the 4 MNIST *-ubyte.gz files into /tmp/mnist "
         "(delete partial downloads there first).",
     ),
@@ -78,33 +82,44 @@ def register(env_id: str, factory: EnvFactory) -> None:
         raise TypeError(f"factory for {env_id!r} must be callable, got {type(factory).__name__}")
     if env_id in registered_ids():
         raise ValueError(
-            f"env id {env_id!r} is already registered; pick another id "
-            "(envs.registered_ids() lists the taken ones)"
+            f"env id {env_id!r} is already registered; pick another id (envs.registered_ids() lists the taken ones)"
         )
     _own_registry[env_id] = factory
 
 
-def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
+def make(env_id: Any, **kwargs: Any) -> tuple[Any, Any]:
     """Build the environment `env_id` and return `(env, env.default_params)`.
 
     Args:
-      env_id: one of `registered_ids()`, or an env spec `MODULE:ATTRIBUTE` / `MODULE:ENV_ID`
-        (see the module docstring).
-      **kwargs: forwarded to the environment's constructor/factory.
+      env_id: one of `registered_ids()`, a suite id `SUITE/NAME` (see `envs.suites`), an env spec
+        `MODULE:ATTRIBUTE` / `MODULE:ENV_ID` (see the module docstring), or a gymnax-style env
+        object, returned as it is.
+      **kwargs: forwarded to the environment's constructor/factory (none for an env object).
 
     Raises:
       ValueError: unknown or non-str id, or an env spec that cannot be imported or does not name
         an env; the message names the closest known ids or what is wrong with the spec.
-      EnvUnavailableError: the id is known but its data cannot be obtained (MNIST offline).
+      EnvUnavailableError: the id is known but its data cannot be obtained (MNIST offline), or
+        (`envs.suites.SuiteNotInstalledError`) its suite's extra is not installed.
       TypeError: a registered factory returned something that is not an environment.
     """
+    if not isinstance(env_id, str) and _has_env_attributes(env_id) and not isinstance(env_id, type):
+        if kwargs:
+            raise ValueError(f"an env object takes no arguments; got {sorted(kwargs)} for {env_id!r}")
+        return env_id, env_id.default_params
+    if not isinstance(env_id, str):
+        _check_known(env_id)  # raises: neither an id nor an env object
     if is_spec(env_id):
         return _make_from_spec(env_id, **kwargs)
-    _check_known(env_id)
     if env_id in _own_registry:
         env = _own_registry[env_id](**kwargs)
         _check_is_env(env_id, env)
         return env, env.default_params
+    from envs import suites  # lazy: an adapter imports its suite only when one of its ids is made
+
+    if suites.is_suite_id(env_id):
+        return suites.make(env_id, **kwargs)
+    _check_known(env_id)
     if env_id in _DOWNLOADING_IDS:
         return _make_downloading_gymnax(env_id, **kwargs)
     return gymnax.make(env_id, **kwargs)
@@ -177,17 +192,21 @@ def _check_known(env_id: Any) -> None:
     known = registered_ids()
     if not isinstance(env_id, str):
         raise ValueError(
-            f"env id must be a str such as {known[0]!r}, got {type(env_id).__name__} {env_id!r} "
+            f"env id must be a str such as {known[0]!r} (or a gymnax-style env object with "
+            f"{', '.join(_REQUIRED_ATTRIBUTES)}), got {type(env_id).__name__} {env_id!r} "
             f"(envs.registered_ids() lists all {len(known)})"
         )
     if env_id in known:
         return
     close = _closest_ids(env_id, known)
-    hint = f"did you mean: {', '.join(close)}?" if close else (
-        f"known ids include: {', '.join(known[:_FALLBACK_LISTED])}, ..."
+    hint = (
+        f"did you mean: {', '.join(close)}?"
+        if close
+        else (f"known ids include: {', '.join(known[:_FALLBACK_LISTED])}, ...")
     )
     raise ValueError(
         f"unknown env id {env_id!r}; {hint} (envs.registered_ids() lists all {len(known)}; "
+        "another suite's env: brax/..., craftax/..., jumanji/..., navix/..., xminigrid/...; "
         "an env of your own: MODULE:ATTRIBUTE)"
     )
 
@@ -217,6 +236,5 @@ def _make_downloading_gymnax(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
         reason = f"{type(error).__name__}: {error}"
     what, fix = _DOWNLOADING_IDS[env_id]
     raise EnvUnavailableError(
-        f"{env_id} needs to download {what} when it is constructed, and the download failed "
-        f"({reason}). {fix}"
+        f"{env_id} needs to download {what} when it is constructed, and the download failed ({reason}). {fix}"
     ) from None
