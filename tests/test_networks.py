@@ -13,12 +13,11 @@ from rl.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 
-# One update of every agent whose networks start with an MLP, on MinAtar's 10x10xC images.
+# One update on MinAtar's 10x10xC images for each network builder with an MLP: actor_critic (PPO;
+# A2C and IMPALA build the same), q_network (DQN; PQN builds it too; iqn_network has the same torso) and
+# SAC's actor and critics (TD3's critics convolve the same way). Each agent passes `torso` through.
 TINY = {
     "ppo": dict(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=16),
-    "a2c": dict(num_envs=2, num_steps=4, total_timesteps=8),
-    "impala": dict(num_envs=2, num_steps=4, total_timesteps=8, policy_lag=1),
-    "pqn": dict(num_envs=2, num_steps=8, num_minibatches=1, update_epochs=1, total_timesteps=16),
     "dqn": dict(
         num_envs=1,
         train_frequency=2,
