@@ -428,9 +428,9 @@ def _claim_new_run_dir(agent_name: str, args: TrainArgs) -> FolderLock:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write: a crash leaves the old file or the new one, never half."""
-    from rl.files import atomic_write
+    from rl.files import write_json as write
 
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=_jsonable).encode()))
+    write(path, data, default=_jsonable)
 
 
 def _jsonable(x: Any) -> Any:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rl.files import atomic_write_path, fsync_dir
 from rl.sinks import INDEX_COLUMNS, _check_chunk, _ClosingSink, _label_columns, _naming, label_value, masked_metrics
 
 __all__ = ["ParquetSink", "check_covers", "parts_folder", "read"]
@@ -45,9 +45,6 @@ PART = re.compile(r"^(\d+)-(\d+)\.parquet$")
 # Rows per row group of the compacted file: parts are gathered up to this size (few seeds make tiny parts).
 ROW_GROUP_ROWS = 1 << 17
 COMPRESSION = "zstd"
-
-_UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
-os.umask(_UMASK)
 
 
 def parts_folder(path: str | os.PathLike[str]) -> Path:
@@ -70,31 +67,6 @@ def _parts(folder: Path) -> list[tuple[int, int, Path]]:
 
 def _part_name(first: int, stop: int) -> str:
     return f"{first:09d}-{stop:09d}.parquet"
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename or removal in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)``, fsync, rename over ``path``, fsync the folder; no partial file is ever left."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        write(tmp)
-        with open(tmp, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _encodings(schema: Any) -> dict[str, Any]:
@@ -157,9 +129,9 @@ class ParquetSink(_ClosingSink):
                 stale.unlink()
             table = _read_file(self.path)
             table = table.filter(_before(table, update))
-            _write_atomic(self.parts / _part_name(0, update), lambda tmp: _write_table(table, tmp))
+            atomic_write_path(self.parts / _part_name(0, update), lambda tmp: _write_table(table, tmp), sync_dir=True)
             self.path.unlink()
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             self._metric_names = [n for n in table.column_names if n not in self._labels and n not in INDEX_COLUMNS]
             return
         for first, stop, part in _parts(self.parts):
@@ -168,9 +140,11 @@ class ParquetSink(_ClosingSink):
             elif stop > update:  # a part across the resume point (not made by the runner's schedule): cut it
                 whole = _read_file(part)
                 table = whole.filter(_before(whole, update))
-                _write_atomic(self.parts / _part_name(first, update), lambda tmp, t=table: _write_table(t, tmp))
+                atomic_write_path(
+                    self.parts / _part_name(first, update), lambda tmp, t=table: _write_table(t, tmp), sync_dir=True
+                )
                 part.unlink()
-        _fsync_dir(self.parts)
+        fsync_dir(self.parts)
 
     def write(self, metrics: Mapping[str, np.ndarray], first_update: int, steps_per_update: int) -> None:
         """Write the chunk as one part file (atomically)."""
@@ -203,7 +177,7 @@ class ParquetSink(_ClosingSink):
         table = pa.table(columns)
         target = self.parts / _part_name(first_update, first_update + num_updates)
         with _naming(target):
-            _write_atomic(target, lambda tmp: _write_table(table, tmp))
+            atomic_write_path(target, lambda tmp: _write_table(table, tmp), sync_dir=True)
 
     def close(self) -> None:
         """Compact the parts into ``path`` and remove the parts folder (idempotent).
@@ -247,10 +221,10 @@ def compact(path: str | os.PathLike[str]) -> None:
                 if pending:
                     writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
 
-        _write_atomic(path, write)
+        atomic_write_path(path, write, sync_dir=True)
     if folder.exists():
         shutil.rmtree(folder)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _read_file(path: Path) -> Any:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from rl import stats
-from rl.files import atomic_write
+from rl.files import atomic_write, write_json
 
 __all__ = [
     "FEW_SEEDS",
@@ -257,10 +256,6 @@ def metric_sinks(
     return MultiSink(sinks)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
-
-
 def _save_params(path: Path, params: Any) -> None:
     """A parameter pytree as ``.npz`` keyed ``module/name`` (the layout experiments.train writes)."""
     import jax
@@ -375,7 +370,7 @@ def save_run(
 
     sharding = getattr(jax.tree.leaves(result.params)[0], "sharding", None)
     devices = [] if sharding is None else sorted(sharding.device_set, key=lambda d: d.id)
-    _write_json(
+    write_json(
         run_dir / "config.json",
         {
             "agent": algo.name,
@@ -451,5 +446,5 @@ def save_run(
             "saved_by": SAVED_BY,
         }
     )
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -72,7 +72,7 @@ class ScoreTable(NamedTuple):
         the ``.json`` gives the task of each column, the seed of each score, the folders, the
         metric and the normalisation. Returns both paths.
         """
-        from rl.files import atomic_write
+        from rl.files import atomic_write, write_json
 
         path = Path(path)
         if path.suffix != ".npz":
@@ -89,7 +89,7 @@ class ScoreTable(NamedTuple):
                 for name, matrix in self.scores.items()
             },
         }
-        atomic_write(meta, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+        write_json(meta, record)
         return path, meta
 
 

@@ -571,7 +571,7 @@ class WandbSink(_ClosingSink):
     def _write_state(self) -> None:
         if self._state_file is None:
             return
-        from rl.files import atomic_write
+        from rl.files import write_json
 
         record = {
             "id": self.run_id,
@@ -581,7 +581,7 @@ class WandbSink(_ClosingSink):
             "name": self._run.name,
             "group": self._run.group or None,
         }
-        atomic_write(self._state_file, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+        write_json(self._state_file, record)
 
     def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
         """Log one W&B row per update of the chunk (steps already logged are skipped)."""

@@ -63,7 +63,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import types
 import typing
@@ -78,6 +77,7 @@ import numpy as np
 
 from rl import distributed, stats
 from rl.errors import ConfigError
+from rl.files import atomic_write_path, write_json
 from rl.runner import Algorithm, ChunkReport, make_mesh, run_batch, seed_keys
 
 __all__ = [
@@ -728,7 +728,7 @@ def sweep(
         "the sweep's configurations and seeds",
     )
     if primary and out_dir is not None:
-        _write_json(out_dir / "sweep.json", _plan_record(the_plan, num_chunks, mesh))
+        write_json(out_dir / "sweep.json", _plan_record(the_plan, num_chunks, mesh), default=str)
 
     total = sum(g.num_runs * g.algo.num_updates * g.algo.steps_per_update for g in the_plan.groups)
     what = f"{len(the_plan.configs)} configs x {len(the_plan.seeds)} seeds x steps"
@@ -790,21 +790,14 @@ def sweep(
 
 
 def _bootstrap(x: np.ndarray, statistic: Callable[..., np.ndarray], seed: int = 0) -> stats.Interval:
-    """Stratified-bootstrap 95% interval of ``statistic`` over one configuration's seeds.
-
-    With one task (one env) a stratified bootstrap resamples the seeds with
-    replacement; this draws exactly the resamples of
-    ``rl.stats.stratified_bootstrap_ci(x, statistic)`` (same generator, same
-    draws) but evaluates the statistic on all of them at once, which matters
-    for hundreds of configurations (``stats`` calls it once per resample).
-    """
+    """Percentile-bootstrap 95% interval of ``statistic`` over one configuration's seeds
+    (``rl.stats.bootstrap_ci``; with one task this is the stratified bootstrap); NaN scores
+    (seeds that finished no episode) are left out."""
     x = x[np.isfinite(x)]
     if x.size == 0:
         return stats.Interval(math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, x.size, size=(NUM_RESAMPLES, x.size, 1))][..., 0]
-    low, high = np.quantile(statistic(samples, axis=-1), (0.025, 0.975))
-    return stats.Interval(float(statistic(x, axis=None)), float(low), float(high))
+    low, high = stats.bootstrap_ci(x, num_resamples=NUM_RESAMPLES, seed=seed, statistic=statistic)
+    return stats.Interval(float(statistic(x, axis=None)), low, high)
 
 
 def summarize(the_plan: SweepPlan, final: np.ndarray) -> Any:
@@ -913,26 +906,6 @@ def _prepare_out(out: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temporary file in the same folder: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Any) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-    _atomic(path, write)
-
-
 def _plan_record(p: SweepPlan, num_chunks: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
     return {
         "agent": p.agent,
@@ -977,12 +950,12 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
 
     p = res.plan
     table = results_table(res)
-    _atomic(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
-    _atomic(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    atomic_write_path(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
+    atomic_write_path(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     table = None  # free it before the plots (a large sweep's table is big)
     summary = res.summary
-    _atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, lineterminator="\n"))
-    _write_json(
+    atomic_write_path(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, lineterminator="\n"))
+    write_json(
         out / "summary.json",
         {
             "final_return": f"episode-weighted mean return of the last {FINAL_FRACTION:.0%} of updates per seed",
@@ -992,9 +965,10 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
             "run_seconds": res.run_seconds,
             "configurations": json.loads(summary.to_json(orient="records")),
         },
+        default=str,
     )
     preset = best_preset(res)
-    _write_json(out / "best_preset.json", preset)
+    write_json(out / "best_preset.json", preset, default=str)
 
     ranked = [int(c) for c in summary["config"]]
     shown = ranked[: plot_top or None]
@@ -1032,7 +1006,7 @@ def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
             f"rank {ranked.index(c) + 1}: {_label(p, c)}": (taus, *profiles[c]) for c in spread if c in profiles
         }
         frame = pd.concat(rows, ignore_index=True)
-        _atomic(out / "profiles.csv", lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
+        atomic_write_path(out / "profiles.csv", lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
         if prof_curves:
             plots.plot_curves(
                 out / "performance_profile.png",
@@ -1089,7 +1063,7 @@ def _plot_param(path: Path, res: SweepResult, name: str) -> None:
     else:
         ax.errorbar(np.arange(len(keep)), y, yerr=err, marker="o", capsize=4, linestyle="none")
         ax.set_xticks(np.arange(len(keep)), [str(_display(xs[i])) for i in keep])
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write_path(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def print_ranking(res: SweepResult, top: int = 10, file: IO[str] | None = None) -> None:
