@@ -238,23 +238,25 @@ def test_probe_coin_flip_learns_both_outcomes(kind, seeds):
 # ---------------------------------------------------------------- learning
 
 # C51 at the settings of test_dqn's learning test (CleanRL's network and replay ratio, 3-step
-# returns, LayerNorm) with CleanRL c51_jax's support, 101 atoms on [-100, 100], and half that
-# test's budget. Measured final returns: at 100k steps 430, 500, 500 (seeds 0-2) and 500, 500, 500
-# (seeds 1000-1002); at 200k steps 500 on all six. The wrong answer, a Q-function that learned
-# nothing, stays near 20; 2 of 3 seeds >= 475 allows one seed that falls back, as DQN's test does.
+# returns, LayerNorm) with CleanRL c51_jax's support [-100, 100], on 51 atoms, at a quarter of that
+# test's budget (50k steps, learning from 2k). Measured final returns, seeds 0-2 / 1000-1002 /
+# 2000-2002: 380, 471, 351 / 314, 464, 490 / 500, 395, 500 (3-seed means 400, 423, 465; CPU time
+# 80 s for all nine in one batch). At CleanRL's 101 atoms and 100k steps: 430, 500, 500 and 500,
+# 500, 500. The wrong answer, a Q-function that learned nothing, stays near 22 (a random policy);
+# the bar, 260, is half the gap from there to 500, on the mean of 3 seeds.
 CARTPOLE = dict(
     num_envs=1,
     train_frequency=10,
-    total_timesteps=100_000,
+    total_timesteps=50_000,
     buffer_size=50_000,
     batch_size=128,
-    learning_starts=5_000,
+    learning_starts=2_000,
     target_update_interval=500,
     n_step=3,
     layer_norm=True,
     hidden_sizes=(120, 84),
     distributional="c51",
-    num_atoms=101,
+    num_atoms=51,
     v_min=-100.0,
     v_max=100.0,
 )
@@ -267,4 +269,4 @@ def test_c51_cartpole_learns(seeds):
     algo = dqn.make(dqn.Config(**CARTPOLE), env, params)
     result = rl.train(algo, dqn.Hyper(**CARTPOLE_HYPER), seeds=seeds(0, 1, 2))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], 0.05)
-    assert np.sum(final >= 475) >= 2, final
+    assert final.mean() >= 260, final
