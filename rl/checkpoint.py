@@ -206,6 +206,19 @@ def _drop_closed_loop_callbacks() -> None:
 
     hook._drops_closed_loop_callbacks = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+    # and the failed writes' sibling tasks that nobody awaited any more: asyncio logs each as "Task
+    # exception was never retrieved" when it is collected, possibly after the Checkpointer closed
+    logging.getLogger("asyncio").addFilter(_ORBAX_TASKS)
+
+
+class _OrbaxTaskErrors(logging.Filter):
+    """Drops asyncio's ERROR records about orbax's own tasks (their failure is already reported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.getMessage())
+
+
+_ORBAX_TASKS = _OrbaxTaskErrors()
 
 
 def _quiet(on: bool) -> None:
