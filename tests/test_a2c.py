@@ -228,21 +228,14 @@ def test_invalid_hyper_names_the_field(field, value):
 # Final returns measured at the presets (4 seeds each at seed shifts 0, 1000 and 2000):
 # CartPole 500 on 11 of the 12 seeds, one (seed 2002) fell back to 260 (4-seed means 500, 500,
 # 440); seeds 3000-3015 all 500, so 1 seed in 28 below 475. Acrobot: every seed between -80.6
-# and -85.4, 4-seed means -82.5, -82.6 and -83.9.
+# and -85.4, 4-seed means -82.5, -82.6 and -83.9. One learning test (Acrobot) keeps make test within
+# its budget; CartPole is validated at its preset on 8 seeds (README, make validate).
 
 
 def _preset_final(name, seeds):
     preset = presets.get(name)
     algo = _make(preset.env, a2c.Config(**preset.config))
     return _final(rl.train(algo, a2c.Hyper(**preset.hyper), seeds=seeds.range(4)))
-
-
-@pytest.mark.slow
-def test_cartpole_rlzoo_preset_learns(seeds):
-    final = _preset_final("rlzoo-a2c-cartpole", seeds)
-    # CartPole-v1's solved threshold, 475, on 3 of the 4 seeds: A2C at a constant learning rate
-    # may lose one seed late in training (1 in 28 measured); no mean, which that seed would sink.
-    assert np.sum(final >= 475) >= 3, final
 
 
 @pytest.mark.slow

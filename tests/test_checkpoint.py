@@ -223,6 +223,8 @@ def test_stop_on_signals_sets_a_flag_and_restores_the_handlers():
 
 PPO_ARGS = [
     "ppo",
+    "--eval-every",
+    "0",  # evaluation episodes are tested in test_evaluation.py; here they would only compile
     "--env",
     "CartPole-v1",
     "--num-seeds",

@@ -31,6 +31,8 @@ CLI = [
     str(4 * 32 * 12),
     "--progress",
     "False",
+    "--eval-every",
+    "0",  # evaluation episodes are tested in test_evaluation.py; here they would only compile
 ]
 
 

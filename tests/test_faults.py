@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     "ppo",
+    "--eval-every",
+    "0",  # evaluation episodes are tested in test_evaluation.py; here they would only compile
     "--env",
     "CartPole-v1",
     "--num-seeds",

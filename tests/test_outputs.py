@@ -54,6 +54,8 @@ FILE_MODE = 0o666 & ~UMASK  # what open() gives a new file
 # A single-env DQN on CartPole: 972 updates of 1 env step, an episode every ~10 to 20 of them, so
 # most updates complete no episode (the case whose per-update curve fell apart into spikes).
 DQN_FLAGS = [
+    "--eval-every",
+    "0",  # evaluation episodes are tested in test_evaluation.py; here they would only compile
     "--num-seeds",
     "2",
     "--num-envs",
