@@ -13,6 +13,11 @@ id or ``MODULE:ATTRIBUTE`` spec in ``config.json``, so a module that defines it
 must be importable here too. When the run normalised observations (``normalize_obs``), the
 running mean and variance it had reached are applied to every observation
 given to ``act``, frozen: ``act`` takes raw observations of the unwrapped env.
+
+A recurrent agent (``rppo``) acts with memory through ``Loaded.recurrent``: start every episode
+from ``carry = policy.recurrent.initial_carry()`` and call
+``action, carry = policy.recurrent.act(obs, carry, key, deterministic=True)`` at each step (its
+``act`` alone acts from the initial carry at every call, without memory).
 """
 
 from __future__ import annotations
@@ -26,7 +31,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:  # jax is imported when a run is loaded, so `import agents` stays cheap
     import chex
 
-__all__ = ["Loaded", "load"]
+__all__ = ["Loaded", "LoadedRecurrent", "load"]
+
+
+class LoadedRecurrent(NamedTuple):
+    """Acting with memory (``Loaded.recurrent``, for an agent whose ``Algorithm.recurrent`` is set).
+
+    The caller keeps the carry: ``initial_carry()`` at an episode's start (and after every
+    terminated or truncated step), then ``act`` returns the carry to pass to the next step.
+    """
+
+    initial_carry: Callable[..., Any]  # initial_carry(batch=None): unbatched carry, or [batch, ...]
+    act: Callable[..., Any]  # act(obs, carry, key, deterministic=False) -> (action, carry); obs batched or not
+    policy: Callable[
+        ..., Any
+    ]  # pure: policy(params, obs_stats, carry, obs[B, ...], key, deterministic) -> (action, carry)
 
 
 class Loaded(NamedTuple):
@@ -40,7 +59,7 @@ class Loaded(NamedTuple):
     hyper: Any  # the agent's Hyper
     agent: str  # agent name, e.g. "ppo"
     env_id: str
-    env: Any  # the unwrapped env (``envs.make(env_id)``)
+    env: Any  # the env the agent acts in: ``envs.make(env_id)``, wrapped as ``Algorithm.wrap_env`` says
     env_params: Any
     seed: int  # the seed of the chosen run
     run: int  # its index in the batch
@@ -51,6 +70,7 @@ class Loaded(NamedTuple):
     all_params: Any  # parameters of every run, leading axis = run
     all_obs_stats: Any  # statistics of every run (leading axis = run) or None
     seeds: list[int]  # the seed of every run
+    recurrent: LoadedRecurrent | None = None  # acting with memory (recurrent agents), else None
 
 
 def load(
@@ -94,6 +114,8 @@ def load(
     except ValueError as err:
         raise ValueError(f"the env {saved['env']!r} of {str(run_dir)!r} cannot be built here: {err}") from err
     algo = module.make(config, env, env_params)
+    if algo.wrap_env is not None:  # the agent acts in a wrapped env (RL²'s trials): play that one
+        env = algo.wrap_env(env)
 
     ckpt_dir = run_dir / "checkpoints"
     if not ckpt_dir.is_dir():
@@ -134,6 +156,7 @@ def load(
             return policy(params, stats, obs[None], key, deterministic)[0]
         return policy(params, stats, obs, key, deterministic)
 
+    recurrent = None if algo.recurrent is None else _recurrent(algo.recurrent, normalizer, params, stats, obs_ndim)
     return Loaded(
         config=config,
         act=act,
@@ -151,7 +174,32 @@ def load(
         all_params=all_params,
         all_obs_stats=all_stats,
         seeds=seeds,
+        recurrent=recurrent,
     )
+
+
+def _recurrent(rec: Any, normalizer: Any, params: Any, stats: Any, obs_ndim: int) -> LoadedRecurrent:
+    """``Loaded.recurrent`` of an ``rl.runner.Recurrent``: the chosen run's parameters and statistics bound."""
+    import jax
+
+    def policy(params, obs_stats, carry, obs, key, deterministic: bool = False):
+        if obs_stats is not None:
+            obs = normalizer.normalize(obs_stats, obs)
+        return rec.act(params, carry, obs, key, deterministic)
+
+    def initial_carry(batch: int | None = None):
+        carry = rec.initial_carry(1 if batch is None else batch)
+        return jax.tree.map(lambda x: x[0], carry) if batch is None else carry
+
+    def act(obs, carry, key, deterministic: bool = False):
+        obs = jax.numpy.asarray(obs)
+        if obs.ndim == obs_ndim:  # one observation, an unbatched carry
+            batched = jax.tree.map(lambda x: x[None], carry)
+            action, batched = policy(params, stats, batched, obs[None], key, deterministic)
+            return action[0], jax.tree.map(lambda x: x[0], batched)
+        return policy(params, stats, carry, obs, key, deterministic)
+
+    return LoadedRecurrent(initial_carry=initial_carry, act=act, policy=policy)
 
 
 def _rebuild(default: Any, values: dict[str, Any]) -> Any:

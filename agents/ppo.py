@@ -27,7 +27,6 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
-import rlax
 
 import envs
 from agents.networks import ACTIVATION, TORSO, actor_critic, check_gaussian_options, check_torso, policy_distribution
@@ -229,26 +228,19 @@ def loss(static: Static, params: hk.Params, batch: Batch, hyper: Hyper):
     ``0.5 (V - R)^2``, or with ``clip_value_loss`` the larger of that and
     ``0.5 (V_old + clip(V - V_old, -eps, eps) - R)^2``.
     """
-    chex.assert_rank([batch.log_prob, batch.value, batch.advantage, batch.target], 1)
     dist, value = _policy(static, params, batch.obs)
-    log_ratio = dist.log_prob(batch.action) - batch.log_prob
-    ratio = jnp.exp(log_ratio)
-    advantage = onpolicy.normalize(batch.advantage) if static.config.normalize_advantages else batch.advantage
-    policy_loss = rlax.clipped_surrogate_pg_loss(ratio, advantage, hyper.clip_eps)
-    value_loss = 0.5 * jnp.square(value - batch.target)
-    if static.config.clip_value_loss:
-        clipped = batch.value + jnp.clip(value - batch.value, -hyper.clip_eps, hyper.clip_eps)
-        value_loss = jnp.maximum(value_loss, 0.5 * jnp.square(clipped - batch.target))
-    value_loss = value_loss.mean()
-    entropy = dist.entropy().mean()
-    total = policy_loss + hyper.vf_coef * value_loss - hyper.ent_coef * entropy
-    return total, {
-        "policy_loss": policy_loss,
-        "value_loss": value_loss,
-        "entropy": entropy,
-        "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
-        "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > hyper.clip_eps),
-    }
+    return onpolicy.clipped_surrogate_loss(
+        dist,
+        value,
+        batch.action,
+        batch.log_prob,
+        batch.value,
+        batch.advantage,
+        batch.target,
+        hyper,
+        clip_value_loss=static.config.clip_value_loss,
+        normalize_advantages=static.config.normalize_advantages,
+    )
 
 
 def learn(static: Static, state: State, batch: Batch, hyper: Hyper, key: chex.PRNGKey):

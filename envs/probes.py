@@ -11,6 +11,8 @@ assignment to actions, truncation bootstrapping, continuous actions). Ids and an
   Probe-Truncation-v0        [0]            r = +1, truncated at t = 5   V = 1 / (1 - gamma)
   Probe-ContinuousAction-v0  ~ U[-1, 1]     1 step, r = -(a - obs)^2     mean action = obs
   Probe-CoinFlip-v0          [1]            1 step, r = +1 or -1 (p 1/2) V = 0, return law {-1, +1}
+  Probe-Memory-v0            [+-1] then [0] 4 steps, r = +-1 (a_3 == bit)  return 1 with memory, 0 without
+                                            at the last step, else 0
 
 All observations are f32; every episode above ends by termination except Probe-Truncation-v0's.
 Envs whose only action does not matter use `Discrete(1)`. Terminating probes set
@@ -210,6 +212,47 @@ class ContinuousActionProbe(ProbeEnv):
         return self._one_step_end(state, reward)
 
 
+@struct.dataclass
+class MemoryProbeState(ProbeState):
+    """State of Probe-Memory-v0: also the episode's `bit` (f32[], +1 or -1)."""
+
+    bit: jax.Array
+
+
+class MemoryProbe(ProbeEnv):
+    """Probe-Memory-v0: the first observation holds a fair random bit ([+1] or [-1]), the next
+    ones are blank ([0]); actions {0, 1} name the bit (1: +1, 0: -1). The episode terminates
+    after `episode_length` (4) steps; only the last step pays: +1 for naming the bit, -1 otherwise.
+
+    A memoryless policy sees [0] at the last step whatever the bit: it names the bit with
+    probability 1/2, expected return 0. A policy with memory returns 1.
+    """
+
+    env_id = "Probe-Memory-v0"
+    episode_length: int = 4
+
+    @property
+    def num_actions(self) -> int:
+        """Two actions: name -1 (0) or +1 (1)."""
+        return 2
+
+    def reset_env(self, key: jax.Array, params: ProbeParams) -> tuple[jax.Array, MemoryProbeState]:
+        """Draw the bit and show it once."""
+        bit = jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
+        obs = jnp.full((1,), bit, jnp.float32)
+        return obs, MemoryProbeState(time=jnp.zeros((), jnp.int32), obs=obs, bit=bit)
+
+    def step_env(self, key: jax.Array, state: MemoryProbeState, action: Any, params: ProbeParams) -> StepOutput:
+        """Blank observation; at the last step reward +1 if the action names the bit, else -1."""
+        time = state.time + 1
+        last = time >= self.episode_length
+        named = jnp.where(jnp.asarray(action) == 1, 1.0, -1.0)
+        reward = jnp.where(last, jnp.where(named == state.bit, 1.0, -1.0), 0.0).astype(jnp.float32)
+        obs = jnp.zeros((1,), jnp.float32)
+        info = {"discount": 1.0 - last.astype(jnp.float32)}
+        return obs, MemoryProbeState(time=time, obs=obs, bit=state.bit), reward, last, info
+
+
 class CoinFlipProbe(ProbeEnv):
     """Probe-CoinFlip-v0: obs [1], one step, reward +1 or -1 with probability 1/2, terminated.
 
@@ -242,6 +285,7 @@ PROBES: dict[str, type[ProbeEnv]] = {
         TruncationProbe,
         ContinuousActionProbe,
         CoinFlipProbe,
+        MemoryProbe,
     )
 }
 

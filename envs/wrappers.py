@@ -13,6 +13,7 @@ Typical stack (what `vectorize` builds), innermost first:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -230,6 +231,78 @@ def _flatten_bound(bound: Any, shape: tuple[int, ...]) -> Any:
     if jnp.ndim(bound) == 0:
         return bound
     return jnp.reshape(jnp.broadcast_to(bound, shape), (-1,)).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# MaskObservation
+
+
+class MaskObservation(Wrapper):
+    """Hide entries of a flat observation: a partially observed env (e.g. CartPole without velocities).
+
+    `hide` lists indices of the observation vector (f32[n], a Box of rank 1); the agent sees the
+    other entries, in their order, as f32[n - len(hide)]. `info["final_observation"]` is masked the
+    same way, and the Box bounds of `observation_space` are those of the kept entries.
+    """
+
+    def __init__(self, env: Any, hide: Sequence[int]):
+        super().__init__(env)
+        space = env.observation_space(env.default_params)
+        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"MaskObservation needs a flat Box observation space (n,), got {space!r}")
+        n = int(space.shape[0])
+        hide = tuple(int(i) for i in hide)
+        if not hide or len(set(hide)) != len(hide) or any(not 0 <= i < n for i in hide) or len(hide) >= n:
+            raise ValueError(
+                f"hide={hide!r} must list distinct indices in [0, {n - 1}] of the observation, "
+                f"at least one and not all {n}"
+            )
+        self.hide = hide
+        self.keep = tuple(i for i in range(n) if i not in hide)
+
+    def observation_space(self, params: Any = None) -> spaces.Box:
+        """The inner Box restricted to the kept entries."""
+        space = self._env.observation_space(self._params(params))
+        keep = jnp.asarray(self.keep)
+
+        def bound(b: Any) -> Any:
+            return jnp.broadcast_to(jnp.asarray(b, jnp.float32), space.shape)[keep]
+
+        return spaces.Box(bound(space.low), bound(space.high), (len(self.keep),), space.dtype)
+
+    @_jit_method
+    def reset(self, key: chex.PRNGKey, params: Any = None) -> tuple[jax.Array, Any]:
+        """Reset and mask the observation."""
+        obs, state = self._env.reset(key, params)
+        return self._mask(obs), state
+
+    @_jit_method
+    def step(self, key: chex.PRNGKey, state: Any, action: Any, params: Any = None) -> tuple:
+        """Step and mask the observation and info["final_observation"]."""
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        info = {**info, "final_observation": self._mask(info["final_observation"])}
+        return self._mask(obs), state, reward, terminated, truncated, info
+
+    def reset_env(self, key: chex.PRNGKey, params: Any) -> tuple[jax.Array, Any]:
+        """gymnax's reset without the wrapper machinery, masked (property tests call it)."""
+        obs, state = self._env.reset_env(key, params)
+        return self._mask(obs), state
+
+    def step_env(self, key: chex.PRNGKey, state: Any, action: Any, params: Any) -> tuple:
+        """gymnax's step without the automatic reset, masked (property tests call it)."""
+        obs, state, reward, done, info = self._env.step_env(key, state, action, params)
+        return self._mask(obs), state, reward, done, info
+
+    def _mask(self, obs: jax.Array) -> jax.Array:
+        return obs[..., jnp.asarray(self.keep)]
+
+
+def cartpole_no_velocity(**kwargs: Any) -> MaskObservation:
+    """CartPole-v1 with the cart and pole velocities hidden: the agent sees [x, theta] only
+    (registered as CartPole-NoVelocity-v1; a memoryless policy cannot tell which way it moves)."""
+    import gymnax
+
+    return MaskObservation(gymnax.make("CartPole-v1", **kwargs)[0], hide=(1, 3))
 
 
 # ----------------------------------------------------------------------------------------------

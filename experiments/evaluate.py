@@ -113,6 +113,7 @@ def play_episodes(
     num_episodes: int,
     deterministic: bool,
     max_steps: int,
+    recurrent: Any = None,
 ) -> EpisodeResults:
     """Play ``num_episodes`` episodes for each of R runs at once (vmapped over runs).
 
@@ -120,7 +121,9 @@ def play_episodes(
     ``agents.Loaded.policy``. One jitted ``lax.while_loop`` steps all R * E
     envs until every episode has ended or ``max_steps`` steps were taken; an
     env's first episode is the one counted (later ones are ignored): the
-    episode loop of the evaluation during training, ``rl.evaluation.play_episodes``.
+    episode loop of the evaluation during training, ``rl.evaluation.play_episodes``. With
+    ``recurrent`` (``agents.Loaded.recurrent``) the episodes are played with memory: its
+    ``policy`` keeps the carry from step to step, reset at episode ends.
     """
     import jax
 
@@ -129,10 +132,13 @@ def play_episodes(
     eval_env = _env_for_eval(env, env_params)
 
     def one_run(params, obs_stats, key):
-        def act(obs, k):
+        def act(obs, k, *carry):
+            if recurrent is not None:
+                return recurrent.policy(params, obs_stats, *carry, obs, k, deterministic)
             return policy(params, obs_stats, obs, k, deterministic)
 
-        return play(act, eval_env, env_params, key, num_episodes, max_steps)
+        carry = None if recurrent is None else recurrent.initial_carry(num_episodes)
+        return play(act, eval_env, env_params, key, num_episodes, max_steps, carry)
 
     ret, length, done = jax.jit(jax.vmap(one_run))(params, obs_stats, keys)
     return EpisodeResults(np.asarray(ret), np.asarray(length), np.asarray(done))
@@ -281,6 +287,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         args.episodes,
         deterministic,
         max_steps,
+        loaded.recurrent,
     )
     report = {
         "run_dir": str(args.run_dir),

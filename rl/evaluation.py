@@ -107,6 +107,7 @@ def play_episodes(
     key: chex.PRNGKey,
     num_episodes: int,
     max_steps: int,
+    carry: Any = None,
 ) -> Episodes:
     """Play the first episode of each of ``num_episodes`` env copies (one run; jit- and vmap-able).
 
@@ -116,16 +117,22 @@ def play_episodes(
     steps; an episode's return and length stop counting at its end (the env's automatic
     reset starts another episode that is ignored). ``finished`` is False for an episode still
     running after ``max_steps`` steps; its return so far is counted.
+
+    A recurrent policy gives ``carry``, its initial carry (leading axis ``num_episodes``, e.g.
+    ``Algorithm.recurrent.initial_carry(E)``): then ``policy(obs, key, carry) -> (action, carry)``,
+    and the carry is put back to the initial one where an episode ended (terminated or truncated).
     """
     import envs
 
     venv = envs.VecEnv(env, num_episodes)
     reset_key, key = jax.random.split(key)
     obs, state = venv.reset(reset_key, env_params)
-    carry = (
+    initial = () if carry is None else carry  # () : a memoryless policy, nothing is carried
+    loop = (
         jnp.int32(0),
         state,
         obs,
+        initial,
         key,
         jnp.zeros((num_episodes,), jnp.float32),
         jnp.zeros((num_episodes,), jnp.int32),
@@ -137,16 +144,23 @@ def play_episodes(
         return (t < max_steps) & ~jnp.all(done)
 
     def step(c):
-        t, state, obs, key, ret, length, done = c
+        t, state, obs, memory, key, ret, length, done = c
         key, act_key, step_key = jax.random.split(key, 3)
-        action = policy(obs, act_key)
+        if carry is None:
+            action = policy(obs, act_key)
+        else:
+            action, memory = policy(obs, act_key, memory)
         obs, state, reward, terminated, truncated, _ = venv.step(step_key, state, action, env_params)
+        ended = terminated | truncated
+        memory = jax.tree.map(
+            lambda m, m0: jnp.where(ended.reshape(ended.shape + (1,) * (m.ndim - 1)), m0, m), memory, initial
+        )
         active = ~done
         ret = ret + jnp.where(active, reward.astype(jnp.float32), 0.0)
         length = length + active.astype(jnp.int32)
-        return t + 1, state, obs, key, ret, length, done | terminated | truncated
+        return t + 1, state, obs, memory, key, ret, length, done | ended
 
-    _, _, _, _, ret, length, done = jax.lax.while_loop(running, step, carry)
+    _, _, _, _, _, ret, length, done = jax.lax.while_loop(running, step, loop)
     return Episodes(ret, length, done)
 
 
@@ -242,10 +256,14 @@ def auto_every(num_updates: int, steps_per_update: int, episodes: int, max_steps
     return max(1, math.ceil(num_updates / evaluations))
 
 
-def make_evaluation(act: Callable[..., chex.Array], env: Any, env_params: Any, config: EvalConfig) -> Evaluation:
+def make_evaluation(
+    act: Callable[..., chex.Array], env: Any, env_params: Any, config: EvalConfig, recurrent: Any = None
+) -> Evaluation:
     """One run's evaluation: ``config.episodes`` episodes of ``act`` with the state's parameters.
 
-    ``act(params, obs[E, ...], key, deterministic)`` is ``Algorithm.act``; ``env`` the unbatched,
+    ``act(params, obs[E, ...], key, deterministic)`` is ``Algorithm.act``; with ``recurrent``
+    (``Algorithm.recurrent``, an ``rl.runner.Recurrent``) the episodes are played by its ``act``
+    instead, the carry kept from step to step and reset at episode ends; ``env`` the unbatched,
     unwrapped env the algorithm was made with. ``evaluate(state)`` reads ``state.params`` and
     the observation statistics in ``state`` (when there are any; ``Evaluation.inputs``) and
     returns f32 scalars ``eval_return`` and ``eval_length``: the means over the episodes.
@@ -266,12 +284,16 @@ def make_evaluation(act: Callable[..., chex.Array], env: Any, env_params: Any, c
     def run(read: tuple[Any, Any]) -> dict[str, chex.Array]:
         params, stats = read
 
-        def policy(obs, key):
+        def policy(obs, key, *carry):
             if stats is not None:
                 obs = normalizer.normalize(stats, obs)
+            if recurrent is not None:
+                return recurrent.act(params, *carry, obs, key, config.deterministic)
             return act(params, obs, key, config.deterministic)
 
-        episodes = play_episodes(policy, eval_env, env_params, jax.random.key(config.seed), config.episodes, max_steps)
+        carry = None if recurrent is None else recurrent.initial_carry(config.episodes)
+        key = jax.random.key(config.seed)
+        episodes = play_episodes(policy, eval_env, env_params, key, config.episodes, max_steps, carry)
         return {EVAL_RETURN: jnp.mean(episodes.returns), EVAL_LENGTH: jnp.mean(episodes.lengths.astype(jnp.float32))}
 
     return Evaluation(every=config.every, inputs=inputs, run=run, config=config)
@@ -287,6 +309,11 @@ def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) ->
         result = rl.train(algo, ppo.Hyper(), seeds=range(8))   # result.metrics["eval_return"]
     """
     config.validate()
+    if getattr(algo, "wrap_env", None) is not None:  # the agent acts in a wrapped env (RL²'s trials)
+        env = algo.wrap_env(env)
+        if config.max_steps is None:  # one of its episodes may be several inner ones (a trial)
+            trial = getattr(env, "episodes_per_trial", 1)
+            config = dataclasses.replace(config, max_steps=default_max_steps(env_params) * trial)
     if config.every is None:
         max_steps = config.max_steps or default_max_steps(env_params)
         config = dataclasses.replace(
@@ -294,7 +321,8 @@ def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) ->
         )
     if config.every == 0:
         return algo._replace(evaluation=None)
-    return algo._replace(evaluation=make_evaluation(algo.act, env, env_params, config))
+    recurrent = getattr(algo, "recurrent", None)
+    return algo._replace(evaluation=make_evaluation(algo.act, env, env_params, config, recurrent))
 
 
 def is_due(update: Any, every: int, num_updates: int) -> Any:

@@ -16,6 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+import rlax
 
 from rl.errors import check
 
@@ -66,6 +67,49 @@ def annealed(learning_rate, update_idx: Array, num_updates: int, anneal: bool) -
 def normalize(advantage: Array) -> Array:
     """Standardise within the batch (mean 0, std 1; eps 1e-8 as in PPO implementations)."""
     return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+
+def clipped_surrogate_loss(
+    dist: Any,
+    value: Array,
+    action: Array,
+    old_log_prob: Array,
+    old_value: Array,
+    advantage: Array,
+    target: Array,
+    hyper: Any,
+    *,
+    clip_value_loss: bool,
+    normalize_advantages: bool,
+) -> tuple[Array, Metrics]:
+    """PPO's loss on one flat minibatch `[M]` (eq. 7 and 9 of Schulman et al., 2017).
+
+    ``L = -E[min(r A, clip(r, 1-eps, 1+eps) A)] + vf_coef * L^V - ent_coef * H`` with
+    ``r = pi(a|s) / pi_old(a|s)``; ``L^V`` is ``0.5 (V - R)^2``, or with ``clip_value_loss``
+    the larger of that and ``0.5 (V_old + clip(V - V_old, -eps, eps) - R)^2``. ``dist`` and
+    ``value`` are the current policy (a distrax distribution) and values at the minibatch's
+    observations; ``hyper`` has ``clip_eps``, ``vf_coef`` and ``ent_coef``. Shared by
+    ``agents.ppo`` and ``agents.rppo`` (which flattens its `[sequences, T]` minibatch first).
+    """
+    chex.assert_rank([old_log_prob, old_value, advantage, target], 1)
+    log_ratio = dist.log_prob(action) - old_log_prob
+    ratio = jnp.exp(log_ratio)
+    advantage = normalize(advantage) if normalize_advantages else advantage
+    policy_loss = rlax.clipped_surrogate_pg_loss(ratio, advantage, hyper.clip_eps)
+    value_loss = 0.5 * jnp.square(value - target)
+    if clip_value_loss:
+        clipped = old_value + jnp.clip(value - old_value, -hyper.clip_eps, hyper.clip_eps)
+        value_loss = jnp.maximum(value_loss, 0.5 * jnp.square(clipped - target))
+    value_loss = value_loss.mean()
+    entropy = dist.entropy().mean()
+    total = policy_loss + hyper.vf_coef * value_loss - hyper.ent_coef * entropy
+    return total, {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
+        "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > hyper.clip_eps),
+    }
 
 
 def optimizer(max_grad_norm, learning_rate, scale_by: optax.GradientTransformation) -> optax.GradientTransformation:

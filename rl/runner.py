@@ -77,13 +77,50 @@ class Algorithm(NamedTuple):
     config: Any  # the static Config the factory closed over
     # evaluation episodes every K updates (rl.evaluation.with_evaluation), or None: no evaluation
     evaluation: Any = None
+    # a recurrent agent's acting with memory (``Recurrent``), or None: ``act`` is all there is
+    recurrent: Any = None
+    # env -> the env the agent acts in, when its make() wraps the env it is given (RL²'s trials),
+    # for evaluation and loading to play the same env; None: it acts in the env as given
+    wrap_env: Any = None
+
+
+class Recurrent(NamedTuple):
+    """How a recurrent agent acts with memory: ``Algorithm.recurrent``.
+
+    ``Algorithm.act`` stays memoryless (it acts from the initial carry at every call); the
+    evaluation episodes (``rl.evaluation``), ``agents.load`` and ``experiments.evaluate`` use
+    this instead when it is there. The caller keeps the carry: it starts from
+    ``initial_carry(B)`` and is put back there, row by row, wherever the env reported
+    ``terminated | truncated``: the rule the agent trains with.
+    """
+
+    initial_carry: Callable[[int], Any]  # B -> the carry at an episode's start, leading axis B
+    act: Callable[..., tuple[chex.Array, Any]]  # act(params, carry, obs[B, ...], key, deterministic) -> (action, carry)
 
 
 def bind(
-    name: str, static: Any, init: Callable, update: Callable, act: Callable, steps_per_update: int, num_updates: int
+    name: str,
+    static: Any,
+    init: Callable,
+    update: Callable,
+    act: Callable,
+    steps_per_update: int,
+    num_updates: int,
+    *,
+    initial_carry: Callable | None = None,
+    recurrent_act: Callable | None = None,
+    wrap_env: Callable | None = None,
 ) -> Algorithm:
     """The ``Algorithm`` of an agent module: its ``init``, ``update`` and ``act`` with their first
-    argument, ``static`` (what the factory closed over; ``static.config`` is the Config), bound."""
+    argument, ``static`` (what the factory closed over; ``static.config`` is the Config), bound.
+    A recurrent agent also gives ``initial_carry(static, B)`` and ``recurrent_act(static, params,
+    carry, obs, key, deterministic)``, bound into ``Algorithm.recurrent``. An agent whose ``make``
+    wraps the env it is given passes that wrapping as ``wrap_env(env) -> env``."""
+    recurrent = None
+    if (initial_carry is None) != (recurrent_act is None):
+        raise ValueError("a recurrent agent gives both initial_carry and recurrent_act, or neither")
+    if initial_carry is not None:
+        recurrent = Recurrent(functools.partial(initial_carry, static), functools.partial(recurrent_act, static))
     return Algorithm(
         init=functools.partial(init, static),
         update=functools.partial(update, static),
@@ -92,6 +129,8 @@ def bind(
         num_updates=num_updates,
         name=name,
         config=static.config,
+        recurrent=recurrent,
+        wrap_env=wrap_env,
     )
 
 

@@ -29,6 +29,17 @@ def _actor_critic_value(module, config, env, env_params):
     return lambda params, obs: net.apply(params, obs)[1]
 
 
+def _recurrent_value(module, config, env, env_params):
+    """The value of each observation read as an episode's first, from the initial carry."""
+    static = module.build(config, env, env_params)
+
+    def value(params, obs):
+        first = jnp.ones(obs.shape[:1], bool)
+        return static.network.apply(params, obs, first, module.initial_carry(static, obs.shape[0]))[1]
+
+    return value
+
+
 def _dqn_value(module, config, env, env_params):
     static = module.build(config, env, env_params)  # only the network and the atoms are read
     return lambda params, obs: jnp.max(module.q_values(static, params, obs, jax.random.key(0)), axis=-1)
@@ -43,6 +54,7 @@ class Entry:
     steps: int  # env steps per probe run (twice this for the truncation probe)
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    skip: dict[str, str] = field(default_factory=dict)  # probe id -> why its value cannot be read
 
 
 DQN_PROBE = dict(
@@ -60,11 +72,17 @@ DQN_PROBE = dict(
 DQN_HYPER = dict(learning_rate=1e-2, tau=1.0, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3)
 IMPALA_PROBE = dict(num_envs=8, num_steps=16, anneal_lr=False, hidden_sizes=(32,))
 IMPALA_HYPER = dict(learning_rate=3e-3, ent_coef=0.0)
+RPPO_PROBE = dict(
+    num_envs=8, num_steps=16, num_minibatches=2, anneal_lr=False, cell_size=16, hidden_sizes=(16,), head_sizes=(16,)
+)
+# a recurrent value is read from the initial carry: right for an episode's first observation only
+RPPO_SKIP = {"Probe-Discount-v0": "V([1]) is the value after [0]; from the initial carry it is never trained"}
 
 # IMPALA at lag 3, where V-trace must correct the stale behaviour policy; lag 0 is on-policy and
 # its targets are GAE's (tests/test_impala.py).
 ENTRIES = [
     Entry("impala", {**IMPALA_PROBE, "policy_lag": 3}, IMPALA_HYPER, _actor_critic_value, 20_000, "impala-lag3"),
+    Entry("rppo", RPPO_PROBE, dict(learning_rate=3e-3, ent_coef=0.0), _recurrent_value, 20_000, skip=RPPO_SKIP),
     Entry("dqn", {**DQN_PROBE, "distributional": "c51"}, DQN_HYPER, _dqn_value, 4000, "c51"),
     Entry("dqn", {**DQN_PROBE, "distributional": "qr"}, DQN_HYPER, _dqn_value, 4000, "qr-dqn"),
     Entry("dqn", {**DQN_PROBE, "distributional": "iqn"}, DQN_HYPER, _dqn_value, 4000, "iqn"),
@@ -74,6 +92,8 @@ IDS = [e.label or e.agent for e in ENTRIES]
 
 def train(entry: Entry, env_id: str, seeds, steps: int | None = None, **hyper):
     """Train ``entry`` on a probe; returns ``(value_fn of one run's params, result)``."""
+    if env_id in entry.skip:
+        pytest.skip(f"{entry.label or entry.agent} on {env_id}: {entry.skip[env_id]}")
     module = agents.get(entry.agent)
     env, env_params = envs.make(env_id)
     config = module.Config(**{**entry.config, "total_timesteps": steps or entry.steps})
