@@ -16,6 +16,8 @@ from agents.load import Loaded, load  # noqa: F401  (agents.load(run_dir): a tra
 # agent name -> module; imported lazily so `import agents` stays cheap
 AGENTS: dict[str, str] = {
     "ppo": "agents.ppo",
+    "rppo": "agents.rppo",
+    "rl2": "agents.rl2",
     "a2c": "agents.a2c",
     "impala": "agents.impala",
     "dqn": "agents.dqn",
@@ -23,6 +25,8 @@ AGENTS: dict[str, str] = {
     "sac": "agents.sac",
     "td3": "agents.td3",
     "ddpg": "agents.ddpg",
+    "maml": "agents.maml",
+    "metagrad": "agents.metagrad",
 }
 
 

@@ -453,3 +453,121 @@ register(
         published_episodes="eval",
     )
 )
+
+# Recurrent PPO on CartPole-v1 with the cart and pole velocities hidden (envs.cartpole_no_velocity):
+# a memoryless MLP policy stays near 45 there (PPO, 150k steps, 4 seeds x 2 learning rates), the GRU
+# reaches 300-500 by 64k steps. Settings of this library (not a paper's), from a few trial runs.
+register(
+    Preset(
+        name="rppo-cartpole-novelocity",
+        agent="rppo",
+        env="CartPole-NoVelocity-v1",
+        config=dict(
+            num_envs=16,
+            num_steps=32,
+            num_minibatches=4,
+            update_epochs=4,
+            total_timesteps=200_000,
+            cell="gru",
+            cell_size=64,
+            hidden_sizes=(64,),
+            head_sizes=(64,),
+            anneal_lr=True,
+        ),
+        hyper=dict(learning_rate=2e-3, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01, vf_coef=0.5),
+        source="this library's settings for recurrent PPO on CartPole-v1 without velocities",
+    )
+)
+
+# RL² on two-armed Bernoulli bandits, arms (p, 1 - p) with p ~ U(0, 1) drawn every trial of 100
+# pulls (gymnax's BernoulliBandit-misc under envs.DomainRandomization; Wang et al., 2016's
+# dependent arms). One trial = one 100-pull episode; 64 trials run at once, one per env, and a
+# rollout is one trial. Settings of this library (not a paper's): a few trial runs on training
+# seeds; the held-out tasks of experiments.bandit_regret played no part in choosing them.
+register(
+    Preset(
+        name="rl2-bandit",
+        agent="rl2",
+        env="BernoulliBandit-uniform-misc",
+        config=dict(
+            num_envs=64,
+            num_steps=100,
+            num_minibatches=4,
+            update_epochs=4,
+            total_timesteps=256_000,
+            cell="gru",
+            cell_size=64,
+            hidden_sizes=(64,),
+            head_sizes=(64,),
+            episodes_per_trial=1,
+            terminate_trials=True,
+        ),
+        hyper=dict(learning_rate=1e-3, gamma=0.99, gae_lambda=0.3, ent_coef=0.01),
+        source="this library's settings for RL² (Duan et al., 2016) on two-armed dependent Bernoulli bandits",
+    )
+)
+
+# RL² on MetaMaze-misc (gymnax's maze after Miconi et al.'s backpropamine maze): a goal drawn per
+# episode of 200 steps, +10 on reaching it, then the agent is put back at a random cell; the
+# episode is the trial. The observation holds the unnormalised step count (0..200) and the last
+# reward (0 or 10): observation normalisation is on. Settings of this library from one trial run
+# (seed 0: return ~8, a random policy's, rising to 60-90 in 2M steps).
+register(
+    Preset(
+        name="rl2-metamaze",
+        agent="rl2",
+        env="MetaMaze-misc",
+        config=dict(
+            num_envs=64,
+            num_steps=100,
+            num_minibatches=4,
+            update_epochs=4,
+            total_timesteps=2_000_000,
+            cell="gru",
+            cell_size=128,
+            hidden_sizes=(128,),
+            head_sizes=(128,),
+            normalize_obs=True,
+            episodes_per_trial=1,
+            terminate_trials=True,
+        ),
+        hyper=dict(learning_rate=5e-4, gamma=0.99, gae_lambda=0.95, ent_coef=0.01),
+        source="this library's settings for RL² (Duan et al., 2016) on gymnax's MetaMaze-misc",
+    )
+)
+
+# MAML on the 2-D navigation of Finn et al. (2017, sec. 5.3 and appendix A.2): 20 tasks per
+# meta-update, 20 episodes per task and rollout, H = 100, one inner step with alpha = 0.1, a
+# (100, 100) ReLU policy; the outer step is Adam (the paper used TRPO) for 100 meta-updates.
+# Goals on the semicircle (envs.navigation). experiments.maml_adaptation draws the paper's figure.
+register(
+    Preset(
+        name="finn-maml-navigation",
+        agent="maml",
+        env="Navigation2D-v0",
+        config=dict(
+            meta_batch_size=20,
+            num_envs=20,
+            num_steps=100,
+            num_inner_steps=1,
+            hidden_sizes=(100, 100),
+            activation="relu",
+            total_timesteps=20 * 2 * 20 * 100 * 100,
+        ),
+        hyper=dict(inner_lr=0.1, learning_rate=1e-2, gamma=0.99),
+        source="Finn et al. (2017), MAML, 2-D navigation settings (appendix A.2); Adam instead of TRPO",
+    )
+)
+
+# Meta-gradient A2C (Xu et al., 2018) on CartPole-v1: gamma and lambda meta-learned from 0.99 and
+# 0.9 against the reference 0.99 and 1. Settings of this library (tests/test_metagrad.py).
+register(
+    Preset(
+        name="metagrad-cartpole",
+        agent="metagrad",
+        env="CartPole-v1",
+        config=dict(num_envs=16, num_steps=8, total_timesteps=100_000),
+        hyper=dict(learning_rate=7e-4, meta_learning_rate=1e-3, gamma_init=0.99, lambda_init=0.9),
+        source="this library's settings for meta-gradient RL (Xu et al., 2018) with an A2C learner",
+    )
+)

@@ -86,19 +86,20 @@ def test_gymnax_ids_make_reset_and_step_under_jit(env_id):
     assert info["final_observation"].shape == obs.shape
 
 
-def test_registered_ids_are_gymnax_plus_probes():
+def test_registered_ids_are_gymnax_plus_ours():
     ids = envs.registered_ids()
-    assert len(ids) == 33 and len(set(ids)) == 33
-    assert ids[:26] == list(gymnax.registered_envs) and ids[26:] == PROBE_IDS
+    ours = ["Navigation2D-v0", *PROBE_IDS, "BernoulliBandit-uniform-misc", "CartPole-NoVelocity-v1"]
+    assert len(ids) == 26 + len(ours) and len(set(ids)) == len(ids)
+    assert ids[:26] == list(gymnax.registered_envs) and sorted(ids[26:]) == sorted(ours)
 
 
 def test_unknown_id_names_the_closest_ids():
-    expected = r"unknown env id 'CartPole-v2'; did you mean: CartPole-v1\?"
+    expected = r"unknown env id 'CartPole-v2'; did you mean: CartPole-v1, CartPole-NoVelocity-v1\?"
     with pytest.raises(ValueError, match=expected):
         envs.make("CartPole-v2")
     with pytest.raises(ValueError, match="Probe-OneStep-v0"):
         envs.make("probe-onestep-v1")
-    with pytest.raises(ValueError, match=r"known ids include: CartPole-v1.*lists all 33"):
+    with pytest.raises(ValueError, match=rf"known ids include: CartPole-v1.*lists all {len(envs.registered_ids())}"):
         envs.make("zzzzzzzz")
 
 
