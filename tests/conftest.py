@@ -1,9 +1,17 @@
-"""Shared test fixtures: the seed shift of the probe and learning tests, and haiku's rank promotion.
+"""Shared test fixtures: the seed shift of the probe and learning tests, haiku's rank promotion, and
+the compile setting of the suite.
 
 Seed shift: ``pytest --seed-shift N`` (or ``RL_TEST_SEED_SHIFT=N pytest``) adds N to every seed
 that a probe or learning test passes to ``rl.train``; the tests take their seeds from the
 ``seeds`` fixture (``seeds(0, 1) -> [N, N + 1]``). CI runs N = 0; a test whose thresholds only
 hold for seeds 0, 1, ... is tuned to its seeds, so each must also pass at N = 1000 and 2000.
+
+Compile setting: most tests run programs of a few hundred updates, where XLA's compile time is
+most of the test. They run with ``jax_disable_most_optimizations`` (XLA's backend at -O0; the
+HLO-level passes, fusion included, still run), exported as ``JAX_DISABLE_MOST_OPTIMIZATIONS=1`` so
+that the CLI processes a test starts compile the same way. Learning tests (``@pytest.mark.slow``)
+run long programs and compile fully optimised, as a user's run does. Setting the variable to 0
+before pytest optimises every test.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 import pytest
 
 SEED_SHIFT_ENV = "RL_TEST_SEED_SHIFT"
+FAST_COMPILE_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
 _SHIFT_KEY = pytest.StashKey[int]()
 
 
@@ -55,10 +64,33 @@ def pytest_configure(config: pytest.Config) -> None:
     # (and any subprocess a test starts) sees the same one, however the option reached us.
     os.environ[SEED_SHIFT_ENV] = str(shift)
     config.stash[_SHIFT_KEY] = shift
+    os.environ.setdefault(FAST_COMPILE_ENV, "1")
+    jax.config.update("jax_disable_most_optimizations", _fast_compile())
+
+
+def _fast_compile() -> bool:
+    return os.environ[FAST_COMPILE_ENV].strip().lower() in ("1", "true", "yes", "on")
+
+
+@pytest.fixture(autouse=True)
+def _learning_tests_compile_optimised(request: pytest.FixtureRequest):
+    """A ``slow`` (learning) test compiles with XLA's full optimisation, in this process and in the
+    processes it starts; every other test keeps the suite's setting (see the module docstring)."""
+    if request.node.get_closest_marker("slow") is None or not _fast_compile():
+        yield
+        return
+    os.environ[FAST_COMPILE_ENV] = "0"
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        os.environ[FAST_COMPILE_ENV] = "1"
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"seed shift: {config.stash[_SHIFT_KEY]} (--seed-shift / ${SEED_SHIFT_ENV})"
+    compile_ = "learning tests optimised, the rest at XLA -O0" if _fast_compile() else "all optimised"
+    return f"seed shift: {config.stash[_SHIFT_KEY]} (--seed-shift / ${SEED_SHIFT_ENV}); compile: {compile_} (${FAST_COMPILE_ENV})"
 
 
 class Seeds:

@@ -135,6 +135,7 @@ def test_held_out_regret_bookkeeping():
     assert 0.35 < float(np.sum(regret) / np.sum(100 * gap)) < 0.65
 
 
+@pytest.mark.slow
 def test_learns_bandits_below_random_on_held_out_tasks(seeds):
     """RL² after 16 updates of 16 trials (25,600 pulls) on p ~ U(0, 1) dependent-arm bandits
     (measured: regret 4-7 with seeds 0, 1 and 1000, 1001; 2.7 at the preset's full budget)."""

@@ -374,7 +374,9 @@ def test_craftax_classic_matches_its_auto_reset_env():
     their_out["truncated"] = their_out["time_up"]
     # Craftax's done mixes the time limit with death; what is left once the time limit is taken out:
     their_out["terminated"] = their_out["done"] & ~their_out["time_up"]
-    assert_same_run(ours, their_out, obs0, their_obs0)
+    # to 1e-5, not bit for bit: the two are different XLA programs, and one of Craftax's float
+    # observations differed in its last bit when compiled at XLA -O0 (the suite's setting, conftest)
+    assert_same_run(ours, their_out, obs0, their_obs0, exact=False)
     assert_time_limit(ours, limit)
     assert episodes(ours["terminated"], ours["truncated"])[0] == (1, "terminated")
     assert_spaces(env, params, obs0, ours)
