@@ -168,9 +168,57 @@ def discount_and_lambda(meta_params: Array) -> tuple[Array, Array]:
     return values[0], values[1]
 
 
+def _safe_sqrt(x: Array) -> Array:
+    """``sqrt(x)`` with derivative 0 at ``x = 0`` (``jnp.sqrt``'s is infinite there)."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def scale_by_rms(decay: float, eps: Array) -> optax.GradientTransformation:
+    """``optax.scale_by_rms(decay, eps, eps_in_sqrt=False)`` (SB3's RMSprop, as ``agents.a2c``),
+    the same numbers, differentiable at a zero second moment.
+
+    The meta-gradient differentiates the inner step through ``1 / (sqrt(nu) + eps)``. A parameter
+    whose gradient has always been 0 (the logits of a single-action space, a dead ReLU unit) has
+    ``nu = 0``, where ``jnp.sqrt``'s infinite derivative times its zero input derivative is NaN,
+    and one NaN makes gamma and lambda NaN for good. Its derivative here is 0, the limit.
+    """
+
+    def init_fn(params: Any) -> optax.ScaleByRmsState:
+        return optax.ScaleByRmsState(nu=optax.tree.zeros_like(params))
+
+    def update_fn(updates: Any, state: optax.ScaleByRmsState, params: Any = None):
+        del params
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, decay, 2)
+        updates = jax.tree.map(lambda n, g: (1 / (_safe_sqrt(n) + eps)) * g, nu, updates)
+        return updates, optax.ScaleByRmsState(nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm``, the same numbers, differentiable at an all-zero gradient
+    (a value fitted exactly on a probe): there optax's norm and its untaken ``t / norm`` branch
+    have NaN derivatives, and the meta-gradient would carry them into gamma and lambda."""
+
+    def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
+        del params
+        norm = _safe_sqrt(optax.tree.norm(updates, squared=True))
+        trigger = norm < max_norm
+        divisor = jnp.where(trigger, 1.0, norm)
+        clipped = jax.tree.map(lambda t: jax.lax.select(trigger, t, (t / divisor.astype(t.dtype)) * max_norm), updates)
+        return clipped, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def _optimizer(hyper: Hyper) -> optax.GradientTransformation:
-    rms = optax.scale_by_rms(decay=RMS_DECAY, eps=hyper.rms_prop_eps, eps_in_sqrt=False)
-    return onpolicy.optimizer(hyper.max_grad_norm, hyper.learning_rate, rms)
+    """A2C's optimizer (``rl.onpolicy.optimizer`` with SB3's RMSprop), differentiable everywhere."""
+    return optax.chain(
+        clip_by_global_norm(hyper.max_grad_norm),
+        scale_by_rms(RMS_DECAY, hyper.rms_prop_eps),
+        optax.scale(-hyper.learning_rate),
+    )
 
 
 def _meta_optimizer(hyper: Hyper) -> optax.GradientTransformation:

@@ -13,6 +13,13 @@ assignment to actions, truncation bootstrapping, continuous actions). Ids and an
   Probe-CoinFlip-v0          [1]            1 step, r = +1 or -1 (p 1/2) V = 0, return law {-1, +1}
   Probe-Memory-v0            [+-1] then [0] 4 steps, r = +-1 (a_3 == bit)  return 1 with memory, 0 without
                                             at the last step, else 0
+  Probe-TaskBit-v0           [1]            1 step, r = +-1 (a == task)  return 0 before adapting to
+                                            (task: a bit in the params)   the task, 1 after
+
+Probe-TaskBit-v0 is a task distribution (``sample_task(key, params)``, as ``envs.navigation``): the
+rewarded action is a fair bit drawn per task and nothing in the observation shows it. Averaged over
+tasks every fixed policy returns exactly 0; only adapting to the task's rewards (MAML's inner
+steps) earns more.
 
 All observations are f32; every episode above ends by termination except Probe-Truncation-v0's.
 Envs whose only action does not matter use `Discrete(1)`. Terminating probes set
@@ -275,6 +282,49 @@ class CoinFlipProbe(ProbeEnv):
         return self._one_step_end(state, jnp.where(jax.random.bernoulli(key), 1.0, -1.0))
 
 
+@struct.dataclass
+class TaskBitParams(ProbeParams):
+    """Parameters of Probe-TaskBit-v0: the task, ``bit`` (i32[], 0 or 1), is the rewarded action."""
+
+    bit: int = 1
+
+
+class TaskBitProbe(ProbeEnv):
+    """Probe-TaskBit-v0: obs [1], actions {0, 1}, reward +1 if the action is the task's ``bit``
+    else -1, one step, terminated. ``sample_task`` draws the bit (fair).
+
+    Over the task distribution a policy that picks 1 with probability p returns
+    ``(2p - 1) / 2 + (1 - 2p) / 2 = 0`` whatever p: before adaptation the mean return is 0. After
+    adapting to a task's rewards it can reach 1. The observation is [1], not [0], so that a ReLU
+    torso is not stuck at 0 (see Probe-CoinFlip-v0).
+    """
+
+    env_id = "Probe-TaskBit-v0"
+
+    @property
+    def default_params(self) -> TaskBitParams:
+        """Task bit 1."""
+        return TaskBitParams()
+
+    @property
+    def num_actions(self) -> int:
+        """Two actions: guess the task's bit."""
+        return 2
+
+    def sample_task(self, key: jax.Array, params: TaskBitParams) -> TaskBitParams:
+        """A task of the distribution: ``params`` with a fair random ``bit``."""
+        return params.replace(bit=jax.random.bernoulli(key).astype(jnp.int32))
+
+    def _initial_obs(self, key: jax.Array) -> jax.Array:
+        """Always [1]."""
+        del key
+        return jnp.ones((self.obs_dim,), jnp.float32)
+
+    def step_env(self, key: jax.Array, state: ProbeState, action: Any, params: TaskBitParams) -> StepOutput:
+        """+1 for the task's bit, -1 otherwise; terminate."""
+        return self._one_step_end(state, jnp.where(jnp.asarray(action) == params.bit, 1.0, -1.0))
+
+
 PROBES: dict[str, type[ProbeEnv]] = {
     cls.env_id: cls
     for cls in (
@@ -286,6 +336,7 @@ PROBES: dict[str, type[ProbeEnv]] = {
         ContinuousActionProbe,
         CoinFlipProbe,
         MemoryProbe,
+        TaskBitProbe,
     )
 }
 

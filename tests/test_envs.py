@@ -508,6 +508,28 @@ def test_action_reward_probe():
     assert set(bits) == {0, 1}
 
 
+def test_task_bit_probe_pays_the_task_bit_and_averages_zero_over_tasks():
+    env, params = envs.make("Probe-TaskBit-v0")
+    assert env.action_space(params).n == 2 and params.bit == 1
+    tasks = jax.vmap(env.sample_task, (0, None))(jax.random.split(jax.random.key(0), 256), params)
+    bits = np.asarray(tasks.bit)
+    assert 0.4 < bits.mean() < 0.6  # a fair bit: 256 draws, 5 standard deviations are 0.16
+
+    def returns(action):
+        def one(task, key):
+            obs, state = env.reset(key, task)
+            _, _, reward, terminated, truncated, _ = env.step(key, state, jnp.int32(action), task)
+            return obs, reward, terminated, truncated
+
+        return jax.vmap(one)(tasks, jax.random.split(jax.random.key(1), 256))
+
+    for action in (0, 1):
+        obs, reward, terminated, truncated = map(np.asarray, returns(action))
+        np.testing.assert_array_equal(obs, 1.0)  # nothing in the observation shows the task
+        np.testing.assert_array_equal(reward, np.where(bits == action, 1.0, -1.0))
+        assert terminated.all() and not truncated.any()
+
+
 def test_truncation_probe_is_truncated_never_terminated():
     env, params = envs.make("Probe-Truncation-v0")
     _, _, (_, reward, terminated, truncated, info) = rollout(env, params, constant_actions(0, 10))

@@ -92,6 +92,54 @@ def test_inner_update_is_one_a2c_step_at_the_current_gamma_and_lambda():
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(params)))
 
 
+def test_rmsprop_is_optaxs_and_its_derivative_is_finite_at_a_zero_gradient():
+    # SB3's RMSprop as optax.scale_by_rms(eps_in_sqrt=False) computes it, number for number; but
+    # an entry whose gradient is 0 has second moment 0, where optax's derivative is NaN (found by
+    # the probe matrix: a single-action policy head made gamma NaN). Ours is the limit, 0.
+    import optax
+
+    grads = {"w": jnp.array([0.0, 1.0, -2.0]), "b": jnp.array([[3e-4, 0.0]])}
+    ours, optaxs = metagrad.scale_by_rms(0.99, 1e-5), optax.scale_by_rms(decay=0.99, eps=1e-5, eps_in_sqrt=False)
+    a, b = ours.init(grads), optaxs.init(grads)
+    for scale in (1.0, -3.0, 0.5):
+        step = jax.tree.map(lambda g: scale * g, grads)
+        (ua, a), (ub, b) = ours.update(step, a), optaxs.update(step, b)
+        for x, y in zip(jax.tree.leaves(ua), jax.tree.leaves(ub)):
+            np.testing.assert_array_equal(x, y)
+
+    def first_step(opt, scale):
+        return sum(
+            u.sum() for u in jax.tree.leaves(opt.update(jax.tree.map(lambda g: scale * g, grads), opt.init(grads))[0])
+        )
+
+    assert np.isnan(jax.grad(lambda c: first_step(optaxs, c))(1.0))
+    assert np.isfinite(jax.grad(lambda c: first_step(ours, c))(1.0))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3])  # clipped, and under the limit
+def test_clipping_is_optaxs_and_its_derivative_is_finite_at_an_all_zero_gradient(scale):
+    import optax
+
+    grads = {"w": jnp.array([0.3, 1.0, -2.0]), "b": jnp.array([[3e-4, 0.5]])}
+    ours, optaxs = metagrad.clip_by_global_norm(0.5), optax.clip_by_global_norm(0.5)
+    step = jax.tree.map(lambda g: scale * g, grads)
+    for x, y in zip(
+        jax.tree.leaves(ours.update(step, ours.init(grads))[0]),
+        jax.tree.leaves(optaxs.update(step, optaxs.init(grads))[0]),
+    ):
+        np.testing.assert_array_equal(x, y)
+
+    def clipped_sum(opt, c):
+        return sum(
+            u.sum() for u in jax.tree.leaves(opt.update(jax.tree.map(lambda g: c * g, grads), opt.init(grads))[0])
+        )
+
+    assert np.isnan(jax.grad(lambda c: clipped_sum(optaxs, c))(0.0))
+    np.testing.assert_allclose(
+        jax.grad(lambda c: clipped_sum(ours, c))(0.0), sum(g.sum() for g in jax.tree.leaves(grads))
+    )
+
+
 def test_a_meta_parameter_that_is_not_learned_stays_fixed():
     # meta_gamma only: meta_lambda takes the same code path (one compile less)
     field, index = "meta_gamma", 0

@@ -29,6 +29,12 @@ def _actor_critic_value(module, config, env, env_params):
     return lambda params, obs: net.apply(params, obs)[1]
 
 
+def _built_actor_critic_value(module, config, env, env_params):
+    """The critic head of an agent whose network lives in its ``Static`` (``module.build``)."""
+    static = module.build(config, env, env_params)
+    return lambda params, obs: static.network.apply(params, obs)[1]
+
+
 def _recurrent_value(module, config, env, env_params):
     """The value of each observation read as an episode's first, from the initial carry."""
     static = module.build(config, env, env_params)
@@ -55,6 +61,8 @@ class Entry:
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     skip: dict[str, str] = field(default_factory=dict)  # probe id -> why its value cannot be read
+    renamed: dict[str, str] = field(default_factory=dict)  # the probes' hyper name -> the agent's
+    check: Callable | None = None  # (result, hyper) -> None: what else the agent must get right
 
 
 DQN_PROBE = dict(
@@ -78,10 +86,34 @@ RPPO_PROBE = dict(
 # a recurrent value is read from the initial carry: right for an episode's first observation only
 RPPO_SKIP = {"Probe-Discount-v0": "V([1]) is the value after [0]; from the initial carry it is never trained"}
 
+
+def _meta_parameters_stay_put(result, hyper):
+    """Meta-gradient A2C on a probe: gamma and lambda cannot change the policy-gradient objective
+    of any probe (one-step episodes end by termination, where neither enters a target; the other
+    probes have one action, whose log-probability is 0), so their meta-gradient is exactly 0 and
+    Adam leaves them at their initial values. The wrong answer, a meta-gradient that leaks through
+    anything else, moves them at Adam's full step (1e-3 per update)."""
+    for name, init in (("gamma", hyper["gamma_init"]), ("lambda", hyper["lambda_init"])):
+        np.testing.assert_allclose(np.asarray(result.metrics[name]), init, rtol=0, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(result.metrics["meta_grad_norm"]), 0.0)
+
+
+METAGRAD_PROBE = dict(num_envs=8, num_steps=8, hidden_sizes=(32,))
+METAGRAD_HYPER = dict(learning_rate=3e-3, ent_coef=0.0, gamma_init=0.99, lambda_init=0.9)
+
 # IMPALA at lag 3, where V-trace must correct the stale behaviour policy; lag 0 is on-policy and
 # its targets are GAE's (tests/test_impala.py).
 ENTRIES = [
     Entry("impala", {**IMPALA_PROBE, "policy_lag": 3}, IMPALA_HYPER, _actor_critic_value, 20_000, "impala-lag3"),
+    Entry(
+        "metagrad",
+        METAGRAD_PROBE,
+        METAGRAD_HYPER,
+        _built_actor_critic_value,
+        20_000,
+        renamed={"gamma": "gamma_init"},
+        check=_meta_parameters_stay_put,
+    ),
     Entry("rppo", RPPO_PROBE, dict(learning_rate=3e-3, ent_coef=0.0), _recurrent_value, 20_000, skip=RPPO_SKIP),
     Entry("dqn", {**DQN_PROBE, "distributional": "c51"}, DQN_HYPER, _dqn_value, 4000, "c51"),
     Entry("dqn", {**DQN_PROBE, "distributional": "qr"}, DQN_HYPER, _dqn_value, 4000, "qr-dqn"),
@@ -98,7 +130,10 @@ def train(entry: Entry, env_id: str, seeds, steps: int | None = None, **hyper):
     env, env_params = envs.make(env_id)
     config = module.Config(**{**entry.config, "total_timesteps": steps or entry.steps})
     algo = module.make(config, env, env_params)
-    result = rl.train(algo, module.Hyper(**{**entry.hyper, **hyper}), seeds=seeds)
+    hyper = {**entry.hyper, **{entry.renamed.get(k, k): v for k, v in hyper.items()}}
+    result = rl.train(algo, module.Hyper(**hyper), seeds=seeds)
+    if entry.check is not None:
+        entry.check(result, hyper)
     value = entry.value(module, config, env, env_params)
     return (
         (lambda obs: np.asarray(jax.vmap(value, (0, None))(result.params, jnp.asarray(obs, jnp.float32)))),
