@@ -68,6 +68,12 @@ def pytest_configure(config: pytest.Config) -> None:
     jax.config.update("jax_disable_most_optimizations", _fast_compile())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Learning tests first (stable otherwise): the two workers then start the longest tests
+    early and fill the end with short ones, instead of one finishing a learning test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _fast_compile() -> bool:
     return os.environ[FAST_COMPILE_ENV].strip().lower() in ("1", "true", "yes", "on")
 

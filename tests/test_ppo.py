@@ -142,13 +142,16 @@ def test_three_learning_rates_times_two_seeds_in_one_compile(seeds):
 
 
 def test_same_seed_is_deterministic_and_seeds_differ(seeds):
+    # What README "Randomness" guarantees at one device: a run's numbers depend on its seed and
+    # settings only, not on the chunking nor on which other seeds share its batch. Seeds (3, 4)
+    # against (4, 5) in two chunks: seed 4 sits at another place among other batch-mates.
     algo = _make("CartPole-v1")
     a = rl.train(algo, ppo.Hyper(), seeds=seeds(3, 4))
-    b = rl.train(algo, ppo.Hyper(), seeds=seeds(3, 4), num_chunks=2)  # chunking must not matter
+    b = rl.train(algo, ppo.Hyper(), seeds=seeds(4, 5), num_chunks=2)
     for k in a.metrics:
-        np.testing.assert_array_equal(a.metrics[k], b.metrics[k])
+        np.testing.assert_array_equal(a.metrics[k][1], b.metrics[k][0], err_msg=k)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x[1], y[0])
         assert not np.allclose(x[0], x[1])  # the two seeds share no parameters
 
 

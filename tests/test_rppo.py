@@ -68,8 +68,8 @@ def _core(static, params, obs, first, carry):
 # ---------------------------------------------------------------- pieces
 
 
-@pytest.mark.parametrize("env_id", ["Probe-Memory-v0", "Probe-Truncation-v0"])  # terminations, truncations
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+# episodes that end by termination (Probe-Memory-v0) and by truncation, each core once
+@pytest.mark.parametrize(("cell", "env_id"), [("gru", "Probe-Memory-v0"), ("lstm", "Probe-Truncation-v0")])
 def test_carry_resets_exactly_where_the_previous_step_ended_an_episode(env_id, cell):
     static = _static(env_id, dataclasses.replace(SMALL, cell=cell))
     state, tr, _ = _rollout(static)
