@@ -24,14 +24,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 import chex
-import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
 import envs
-from agents.networks import ACTIVATION, TORSO, actor_critic, check_torso, policy_distribution
+from agents.networks import (
+    ACTIVATION,
+    TORSO,
+    actor_critic_act,
+    actor_critic_of,
+    check_torso,
+    policy_and_value,
+)
 from rl import onpolicy
 from rl.errors import Count, NonNegative, NonNegativeCount, Positive, Unit, Widths, validate_config, validate_hyper
 from rl.returns import vtrace
@@ -143,9 +149,7 @@ def _optimizer(hyper: Hyper, learning_rate: Array) -> optax.GradientTransformati
     return onpolicy.optimizer(hyper.max_grad_norm, learning_rate, optax.scale_by_adam())
 
 
-def _policy(static: Static, params: hk.Params, obs: Array) -> tuple[distrax.Distribution, Array]:
-    policy_out, value = static.network.apply(params, obs)
-    return policy_distribution(policy_out, static.discrete), value
+_policy = policy_and_value
 
 
 def behaviour_params(static: Static, state: State) -> hk.Params:
@@ -173,10 +177,7 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     )
 
 
-def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
-    """Actions for a batch of observations `[B, ...]` (mode if deterministic)."""
-    dist, _ = _policy(static, params, obs)
-    return dist.mode() if deterministic else dist.sample(seed=key)
+act = actor_critic_act  # actions for a batch of observations `[B, ...]` (mode if deterministic)
 
 
 def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
@@ -273,9 +274,7 @@ def update(static: Static, state: State, hyper: Hyper) -> tuple[State, dict[str,
     return new_state, {**metrics, **episodes.as_metrics()}
 
 
-def network(config: Config, action_space: Any) -> hk.Transformed:
-    """IMPALA's actor-critic (``agents.networks.actor_critic``)."""
-    return actor_critic(action_space, config.hidden_sizes, config.activation, torso=config.torso)
+network = actor_critic_of  # (config, action_space) -> obs -> (policy_out, value)
 
 
 def make(config: Config, env: Any, env_params: Any) -> Algorithm:

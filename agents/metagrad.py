@@ -32,14 +32,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 import chex
-import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
 import envs
-from agents.networks import ACTIVATION, actor_critic, policy_distribution
+from agents.networks import (
+    ACTIVATION,
+    actor_critic_act,
+    actor_critic_of,
+    policy_and_value,
+)
 from rl import onpolicy
 from rl.errors import (
     Count,
@@ -225,9 +229,7 @@ def _meta_optimizer(hyper: Hyper) -> optax.GradientTransformation:
     return optax.adam(hyper.meta_learning_rate)
 
 
-def _policy(static: Static, params: hk.Params, obs: Array) -> tuple[distrax.Distribution, Array]:
-    policy_out, value = static.network.apply(params, obs)
-    return policy_distribution(policy_out, static.discrete), value
+_policy = policy_and_value
 
 
 def collect(static: Static, params: hk.Params, env_state: Any, obs: Array, key: chex.PRNGKey):
@@ -261,9 +263,7 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     )
 
 
-def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
-    dist, _ = _policy(static, params, obs)
-    return dist.mode() if deterministic else dist.sample(seed=key)
+act = actor_critic_act  # actions for a batch of observations `[B, ...]` (mode if deterministic)
 
 
 def targets(static: Static, params: hk.Params, transitions, gamma: Array, lambda_: Array) -> Batch:
@@ -358,7 +358,7 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
     action_space = env.action_space(env_params)
     config.validate(action_space)
     venv = envs.vectorize(env, config.num_envs)
-    network = actor_critic(action_space, config.hidden_sizes, config.activation)
+    network = actor_critic_of(config, action_space)
     return Static(config, venv, env_params, network, envs.is_discrete(action_space))
 
 

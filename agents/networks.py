@@ -254,3 +254,33 @@ def policy_distribution(policy_out: Any, discrete: bool) -> distrax.Distribution
         return distrax.Categorical(logits=policy_out)
     mean, log_std = policy_out
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+
+
+def actor_critic_of(config: Any, action_space: Any) -> hk.Transformed:
+    """``actor_critic`` with the settings of an on-policy agent's config (``hidden_sizes``,
+    ``activation``, and where the config has them ``log_std_init``, ``state_dependent_std``,
+    ``torso``)."""
+    return actor_critic(
+        action_space,
+        config.hidden_sizes,
+        config.activation,
+        getattr(config, "log_std_init", None),
+        getattr(config, "state_dependent_std", False),
+        getattr(config, "torso", "mlp"),
+    )
+
+
+def policy_and_value(static: Any, params: hk.Params, obs: jax.Array) -> tuple[distrax.Distribution, jax.Array]:
+    """The policy and value of ``static.network`` (an ``actor_critic``) at a batch of observations;
+    ``static.discrete`` says which distribution."""
+    policy_out, value = static.network.apply(params, obs)
+    return policy_distribution(policy_out, static.discrete), value
+
+
+def actor_critic_act(
+    static: Any, params: hk.Params, obs: jax.Array, key: jax.Array, deterministic: bool = False
+) -> jax.Array:
+    """An actor-critic agent's ``act``: actions for a batch of observations `[B, ...]`, the
+    policy's mode if deterministic, else a sample."""
+    dist, _ = policy_and_value(static, params, obs)
+    return dist.mode() if deterministic else dist.sample(seed=key)

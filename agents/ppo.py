@@ -22,14 +22,21 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 import chex
-import distrax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
 import envs
-from agents.networks import ACTIVATION, TORSO, actor_critic, check_gaussian_options, check_torso, policy_distribution
+from agents.networks import (
+    ACTIVATION,
+    TORSO,
+    actor_critic_act,
+    actor_critic_of,
+    check_gaussian_options,
+    check_torso,
+    policy_and_value,
+)
 from rl import onpolicy
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
 from rl.returns import gae_advantages
@@ -153,21 +160,8 @@ def _optimizer(hyper: Hyper, learning_rate: Array) -> optax.GradientTransformati
     return onpolicy.optimizer(hyper.max_grad_norm, learning_rate, optax.scale_by_adam(eps=1e-5))
 
 
-def network(config: Config, action_space: Any) -> hk.Transformed:
-    """PPO's actor-critic: ``obs -> (policy_out, value)`` (``agents.networks.actor_critic``)."""
-    return actor_critic(
-        action_space,
-        config.hidden_sizes,
-        config.activation,
-        config.log_std_init,
-        config.state_dependent_std,
-        config.torso,
-    )
-
-
-def _policy(static: Static, params: hk.Params, obs: Array) -> tuple[distrax.Distribution, Array]:
-    policy_out, value = static.network.apply(params, obs)
-    return policy_distribution(policy_out, static.discrete), value
+_policy = policy_and_value
+network = actor_critic_of  # (config, action_space) -> obs -> (policy_out, value)
 
 
 def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
@@ -179,10 +173,7 @@ def init(static: Static, key: chex.PRNGKey, hyper: Hyper) -> State:
     return State(params=params, opt_state=opt_state, env_state=env_state, obs=obs, key=key, update_idx=jnp.int32(0))
 
 
-def act(static: Static, params: hk.Params, obs: Array, key: chex.PRNGKey, deterministic: bool = False) -> Array:
-    """Actions for a batch of observations `[B, ...]` (mode if deterministic)."""
-    dist, _ = _policy(static, params, obs)
-    return dist.mode() if deterministic else dist.sample(seed=key)
+act = actor_critic_act  # actions for a batch of observations `[B, ...]` (mode if deterministic)
 
 
 def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
