@@ -37,7 +37,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -74,6 +74,14 @@ class SweepArgs(TrainArgs[C, H]):
     """pad runs that do not divide the device count with duplicate runs (dropped from all outputs); False refuses"""
     plot_top: int = 10
     """configurations drawn in the curve and profile plots (best first; 0 = all)"""
+    eval_every: int = 0
+    """evaluation episodes after every N updates and after the last one, inside the jitted program (metric eval_return); the configurations are then scored and ranked by the final evaluation return instead of the training episodes'; 0 = none (default)"""
+    eval_episodes: int = 32
+    """with --eval-every: episodes per evaluation and seed, played in parallel; every seed plays the same start states"""
+    eval_mode: Literal["greedy", "stochastic"] = "greedy"
+    """with --eval-every: greedy (the policy's deterministic action) or stochastic (act(deterministic=False))"""
+    eval_seed: int = 0
+    """with --eval-every: seed of the evaluation episodes' start states, the same for every run"""
     coordinator_address: str | None = None
     """multi-host: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)"""
     num_processes: int | None = None
@@ -168,6 +176,7 @@ def run(agent_name: str, args: SweepArgs) -> Any:
         "must be an integer in [0, 2**63)",
     )
     grid, sample = _specs(args.grid, "grid"), _specs(args.sample, "sample")
+    evaluation = _evaluation(args)
     _check_memory(module, args, grid, sample)
     out = out_dir_for(agent_name, args)
     lock = claim_folder(out, "--out", empty=True) if _primary() else None
@@ -188,12 +197,32 @@ def run(agent_name: str, args: SweepArgs) -> Any:
             out=out,
             progress=args.progress,
             plot_top=args.plot_top,
+            evaluation=evaluation,
         )
         discard = False
         return result
     finally:
         if lock is not None:
             lock.release(discard=discard)
+
+
+def _evaluation(args: SweepArgs) -> Any:
+    """The ``rl.evaluation.EvalConfig`` of ``--eval-*``, or None: a sweep plays evaluation episodes
+    only when ``--eval-every N`` (N >= 1) asks for them, and then ranks by their final return."""
+    from experiments.train import eval_config_of
+    from rl.evaluation import EvalConfig
+
+    config = eval_config_of(args)
+    config.validate()  # --eval-every, --eval-episodes, --eval-mode, --eval-seed
+    if config.every == 0:
+        default = EvalConfig()
+        for name in ("episodes", "mode", "seed"):
+            if getattr(config, name) != getattr(default, name):
+                raise UsageError(
+                    f"--eval-{name} needs --eval-every N: a sweep plays evaluation episodes only when asked"
+                )
+        return None
+    return config
 
 
 def _primary() -> bool:

@@ -77,6 +77,7 @@ import numpy as np
 
 from rl import distributed, stats
 from rl.errors import ConfigError
+from rl.evaluation import EVAL_RETURN, final_eval_returns
 from rl.files import atomic_write_path, write_json
 from rl.runner import Algorithm, ChunkReport, make_mesh, run_batch, seed_keys
 
@@ -667,6 +668,7 @@ def sweep(
     verbose: bool = True,
     plot_top: int = 10,
     file: IO[str] | None = None,
+    evaluation: Any = None,
 ) -> SweepResult:
     """Train every configuration x seed and rank the configurations.
 
@@ -692,6 +694,10 @@ def sweep(
         configuration at the end.
       plot_top: configurations drawn in the learning-curve and profile plots (0 = all).
       file: where messages and the bar go (default stdout).
+      evaluation: an ``rl.evaluation.EvalConfig``: every run plays evaluation episodes in the
+        jitted program (the same start states for all), and the configurations are scored and
+        ranked by the final evaluation return instead of the training episodes' (kept in
+        ``result.extra["final_training"]``). None (default): no evaluation episodes.
 
     Raises:
       ConfigError: for an unknown name (the message lists the sweepable ones), an
@@ -702,6 +708,8 @@ def sweep(
         raise ConfigError("num_chunks", num_chunks, "must be a positive integer")
     if isinstance(plot_top, bool) or not isinstance(plot_top, int) or plot_top < 0:
         raise ConfigError("plot_top", plot_top, "must be an integer >= 0 (0 plots every configuration)")
+    if evaluation is not None:
+        evaluation.validate()
     the_plan = plan(
         agent,
         env,
@@ -718,6 +726,12 @@ def sweep(
     )
     mesh = make_mesh() if mesh is None else mesh
     primary = distributed.is_primary()
+    if evaluation is not None:
+        from rl.evaluation import with_evaluation
+
+        _, env_obj, env_params_obj = _resolve_env(env, env_params)
+        for g in the_plan.groups:
+            g.algo = with_evaluation(g.algo, env_obj, env_params_obj, evaluation)
     out_dir = _prepare_out(out) if primary and out is not None else (Path(out) if out is not None else None)
     distributed.assert_same_on_all_processes(
         {
@@ -728,7 +742,9 @@ def sweep(
         "the sweep's configurations and seeds",
     )
     if primary and out_dir is not None:
-        write_json(out_dir / "sweep.json", _plan_record(the_plan, num_chunks, mesh), default=str)
+        record = _plan_record(the_plan, num_chunks, mesh)
+        record["evaluation"] = None if evaluation is None else dataclasses.asdict(evaluation)
+        write_json(out_dir / "sweep.json", record, default=str)
 
     total = sum(g.num_runs * g.algo.num_updates * g.algo.steps_per_update for g in the_plan.groups)
     what = f"{len(the_plan.configs)} configs x {len(the_plan.seeds)} seeds x steps"
@@ -768,6 +784,12 @@ def sweep(
             del result
 
     final = np.stack([stats.final_return(m["episode_return"], m["episodes"], FINAL_FRACTION) for m in metrics])
+    extra: dict[str, Any] = {}
+    if evaluation is not None and EVAL_RETURN in metrics[0]:  # score by the final evaluation episodes
+        extra = {"final_training": final, "scored_by": "final evaluation return"}
+        final = np.stack([final_eval_returns(m[EVAL_RETURN])[0] for m in metrics])
+        if primary and verbose:
+            print(f"scores: the final evaluation return ({_eval_words(evaluation)})", file=file)
     res = SweepResult(
         plan=the_plan,
         metrics=metrics,
@@ -777,6 +799,7 @@ def sweep(
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
         out=out_dir,
+        extra=extra,
     )
     if primary:
         if out_dir is not None:
@@ -784,6 +807,10 @@ def sweep(
         if verbose:
             print_ranking(res, file=file)
     return res
+
+
+def _eval_words(evaluation: Any) -> str:
+    return f"{evaluation.episodes} {evaluation.mode} episodes per seed after the last update"
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -173,6 +173,8 @@ def test_spec_needs_a_name_and_values() -> None:
             "error: grid='learning_rate' is invalid: given twice",
         ),
         (["--coordinator-address", "127.0.0.1:1"], "error: num_processes=None is invalid"),
+        (["--eval-episodes", "4"], "error: --eval-episodes needs --eval-every N"),
+        (["--eval-every", "2", "--eval-episodes", "0"], "error: eval_episodes=0 is invalid"),
     ],
 )
 def test_cli_bad_input_is_one_error_line(argv, pattern, capsys, tmp_path: Path) -> None:
@@ -249,6 +251,28 @@ def test_cli_sweep_writes_the_report(tmp_path: Path, capsys) -> None:
     assert agent == "ppo" and args.env == "CartPole-v1"
     assert args.hyper.learning_rate == best.learning_rate and args.hyper.ent_coef == best.ent_coef
     assert args.config == TINY
+
+
+def test_evaluation_episodes_score_and_rank_the_configurations() -> None:
+    import rl
+    from rl.evaluation import EvalConfig, final_eval_returns
+
+    res = rl.sweep(
+        ppo,
+        grid={"learning_rate": [1e-3, 1e-2]},
+        seeds=2,
+        config=TINY,
+        evaluation=EvalConfig(every=16, episodes=4),
+        progress=False,
+        verbose=False,
+    )
+    eval_return = np.stack([m["eval_return"] for m in res.metrics])  # [config, seed, update]
+    assert np.isfinite(eval_return[..., 15]).all() and np.isnan(eval_return[..., :15]).all()  # after updates 16, 32
+    expected = np.stack([final_eval_returns(m["eval_return"])[0] for m in res.metrics])
+    np.testing.assert_array_equal(res.final, expected)
+    assert res.extra["scored_by"] == "final evaluation return" and res.extra["final_training"].shape == (2, 2)
+    best = int(np.argmax(stats.iqm(res.final, axis=1)))  # ranked by the evaluation scores
+    assert res.best == best or stats.iqm(res.final[res.best]) == stats.iqm(res.final[best])
 
 
 # The memory and meta-learning agents at tiny sizes: each sweep is 2 learning rates x 2 seeds.
