@@ -139,6 +139,53 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert_trees_equal(resumed.state, full.state)
 
 
+# the memory and meta-learning agents at tiny sizes: their carries (a recurrent core's state, the
+# stored rollout and meta-parameters, MAML's meta-optimiser) go through the same checkpoints; RL²
+# is recurrent PPO (rppo's build and update) across trials, so it stands for rppo too
+MEMORY_AND_META = {
+    "rl2": (
+        "BernoulliBandit-uniform-misc",
+        dict(num_envs=4, num_steps=20, num_minibatches=2, cell_size=8, total_timesteps=480),
+    ),
+    "maml": (
+        "Navigation2D-v0",
+        dict(meta_batch_size=2, num_envs=2, num_steps=10, hidden_sizes=(8,), total_timesteps=480),
+    ),
+    "metagrad": ("CartPole-v1", dict(num_envs=4, num_steps=8, hidden_sizes=(8,), total_timesteps=192)),
+}
+
+
+@pytest.mark.parametrize("name", list(MEMORY_AND_META))
+@pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
+def test_memory_and_meta_agents_stop_and_resume_bit_identical(tmp_path, name):
+    import rl
+
+    module = agents.get(name)
+    env_id, fields = MEMORY_AND_META[name]
+    env, env_params = envs.make(env_id)
+    algo = module.make(module.Config(**fields), env, env_params)
+    assert algo.num_updates == 6
+    full = rl.train(algo, module.Hyper(), seeds=[0, 1], num_chunks=3)
+    reports = []
+    with Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
+        part = rl.train(
+            algo,
+            module.Hyper(),
+            seeds=[0, 1],
+            num_chunks=3,
+            checkpointer=ckpt,
+            on_chunk=reports.append,
+            should_stop=lambda: len(reports) >= 1,
+        )
+    assert part.status == "interrupted" and 0 < part.num_updates < 6
+    with Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
+        resumed = rl.train(algo, module.Hyper(), seeds=[0, 1], num_chunks=3, checkpointer=ckpt, resume=True)
+    assert resumed.status == "completed" and resumed.start_update == part.num_updates
+    for metric in full.metrics:
+        np.testing.assert_array_equal(resumed.metrics[metric], full.metrics[metric], err_msg=metric)
+    assert_trees_equal(resumed.state, full.state)
+
+
 def test_resume_refuses_another_chunk_schedule(tmp_path):
     algo, keys = toy_algorithm(), runner.seed_keys([0, 1])
     with Checkpointer(tmp_path, every=1) as ckpt:

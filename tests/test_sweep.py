@@ -275,12 +275,9 @@ def test_evaluation_episodes_score_and_rank_the_configurations() -> None:
     assert res.best == best or stats.iqm(res.final[res.best]) == stats.iqm(res.final[best])
 
 
-# The memory and meta-learning agents at tiny sizes: each sweep is 2 learning rates x 2 seeds.
+# The memory and meta-learning agents at tiny sizes: each sweep is 2 learning rates x 2 seeds. RL² is
+# recurrent PPO (rppo's build and update) across trials, so it stands for rppo too.
 NEW_AGENTS = {
-    "rppo": (
-        "CartPole-NoVelocity-v1",
-        dict(num_envs=4, num_steps=8, num_minibatches=2, cell_size=8, total_timesteps=96),
-    ),
     "rl2": (
         "BernoulliBandit-uniform-misc",
         dict(num_envs=4, num_steps=20, num_minibatches=2, cell_size=8, total_timesteps=160),
