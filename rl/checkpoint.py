@@ -212,10 +212,26 @@ def _drop_closed_loop_callbacks() -> None:
 
 
 class _OrbaxTaskErrors(logging.Filter):
-    """Drops asyncio's ERROR records about orbax's own tasks (their failure is already reported)."""
+    """Drops asyncio's ERROR records about orbax's own tasks and futures (their failure is already
+    reported): "Task exception was never retrieved" names orbax's coroutine in the message,
+    "_GatheringFuture exception was never retrieved" only in the exception's traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.getMessage())
+        return not (record.levelno >= logging.ERROR and _from_orbax(record))
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+    """Whether the record's message or its exception's traceback runs through orbax's files."""
+    marker = f"{os.sep}orbax{os.sep}"
+    if marker in record.getMessage():
+        return True
+    exc = record.exc_info[1] if record.exc_info else None
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if marker in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 _ORBAX_TASKS = _OrbaxTaskErrors()

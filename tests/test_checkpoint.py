@@ -15,6 +15,7 @@ guarantees of the issue on PPO through the CLI:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -139,9 +140,8 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert_trees_equal(resumed.state, full.state)
 
 
-# the memory and meta-learning agents at tiny sizes: their carries (a recurrent core's state, the
-# stored rollout and meta-parameters, MAML's meta-optimiser) go through the same checkpoints; RL²
-# is recurrent PPO (rppo's build and update) across trials, so it stands for rppo too
+# The memory and meta-learning agents at tiny sizes, 6 updates each: agent -> (env id, Config
+# fields). RL² is recurrent PPO across trials (rppo's build and update), so it stands for rppo too.
 MEMORY_AND_META = {
     "rl2": (
         "BernoulliBandit-uniform-misc",
@@ -157,7 +157,7 @@ MEMORY_AND_META = {
 
 @pytest.mark.parametrize("name", list(MEMORY_AND_META))
 @pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
-def test_memory_and_meta_agents_stop_and_resume_bit_identical(tmp_path, name):
+def test_memory_and_meta_agents_sweep_in_one_program_and_resume_bit_identical(tmp_path, name):
     import rl
 
     module = agents.get(name)
@@ -165,12 +165,20 @@ def test_memory_and_meta_agents_stop_and_resume_bit_identical(tmp_path, name):
     env, env_params = envs.make(env_id)
     algo = module.make(module.Config(**fields), env, env_params)
     assert algo.num_updates == 6
-    full = rl.train(algo, module.Hyper(), seeds=[0, 1], num_chunks=3)
+    # 2 learning rates x 2 seeds in one program, as a sweep runs them
+    hyper = dataclasses.replace(module.Hyper(), learning_rate=jnp.array([1e-3, 1e-2]))
+    traces = []
+    counted = algo._replace(update=lambda state, h: (traces.append(1), algo.update(state, h))[1])
+    full = rl.train(counted, hyper, seeds=[0, 1], num_chunks=3)
+    assert len(traces) == 1  # traced (and compiled) once for the 4 runs
+    p = [np.asarray(x) for x in jax.tree.leaves(full.state.params)]
+    assert any(not np.array_equal(x[0], x[1]) for x in p)  # seeds differ
+    assert any(not np.array_equal(x[0], x[2]) for x in p)  # learning rates differ
     reports = []
     with Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
         part = rl.train(
             algo,
-            module.Hyper(),
+            hyper,
             seeds=[0, 1],
             num_chunks=3,
             checkpointer=ckpt,
@@ -179,11 +187,36 @@ def test_memory_and_meta_agents_stop_and_resume_bit_identical(tmp_path, name):
         )
     assert part.status == "interrupted" and 0 < part.num_updates < 6
     with Checkpointer(tmp_path / "ckpt", every=1) as ckpt:
-        resumed = rl.train(algo, module.Hyper(), seeds=[0, 1], num_chunks=3, checkpointer=ckpt, resume=True)
+        resumed = rl.train(algo, hyper, seeds=[0, 1], num_chunks=3, checkpointer=ckpt, resume=True)
     assert resumed.status == "completed" and resumed.start_update == part.num_updates
     for metric in full.metrics:
         np.testing.assert_array_equal(resumed.metrics[metric], full.metrics[metric], err_msg=metric)
     assert_trees_equal(resumed.state, full.state)
+
+
+def test_asyncio_errors_of_orbax_tasks_and_futures_are_dropped_and_others_kept():
+    # a failed checkpoint write leaves orbax's sibling writes unawaited; asyncio logs each when it
+    # is collected, as a Task (orbax's coroutine in the message) or a _GatheringFuture (orbax only
+    # in the traceback). The failure itself is reported once; those pages must not reach stderr.
+    import logging
+
+    from rl.checkpoint import _ORBAX_TASKS
+
+    def record(message, code_file=None):
+        exc_info = None
+        if code_file is not None:
+            try:
+                exec(compile("raise ValueError('OUT_OF_RANGE')", code_file, "exec"))
+            except ValueError as exc:
+                exc_info = (ValueError, exc, exc.__traceback__)
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, exc_info)
+
+    orbax_file = os.path.join(os.sep, "venv", "site-packages", "orbax", "checkpoint", "serialization.py")
+    task = record(f"Task exception was never retrieved\nfuture: <Task coro=<write() at {orbax_file}:193>>")
+    future = record("_GatheringFuture exception was never retrieved", orbax_file)
+    other = record("_GatheringFuture exception was never retrieved", os.path.join(os.sep, "mine", "job.py"))
+    assert not _ORBAX_TASKS.filter(task) and not _ORBAX_TASKS.filter(future)
+    assert _ORBAX_TASKS.filter(other) and _ORBAX_TASKS.filter(record("Task exception was never retrieved"))
 
 
 def test_resume_refuses_another_chunk_schedule(tmp_path):

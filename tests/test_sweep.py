@@ -275,42 +275,6 @@ def test_evaluation_episodes_score_and_rank_the_configurations() -> None:
     assert res.best == best or stats.iqm(res.final[res.best]) == stats.iqm(res.final[best])
 
 
-# The memory and meta-learning agents at tiny sizes: each sweep is 2 learning rates x 2 seeds. RL² is
-# recurrent PPO (rppo's build and update) across trials, so it stands for rppo too.
-NEW_AGENTS = {
-    "rl2": (
-        "BernoulliBandit-uniform-misc",
-        dict(num_envs=4, num_steps=20, num_minibatches=2, cell_size=8, total_timesteps=160),
-    ),
-    "maml": (
-        "Navigation2D-v0",
-        dict(meta_batch_size=2, num_envs=2, num_steps=10, hidden_sizes=(8,), total_timesteps=160),
-    ),
-    "metagrad": ("CartPole-v1", dict(num_envs=4, num_steps=8, hidden_sizes=(8,), total_timesteps=96)),
-}
-
-
-@pytest.mark.parametrize("name", list(NEW_AGENTS))
-def test_memory_and_meta_agents_sweep_in_one_compile(name: str) -> None:
-    import agents
-    import rl
-
-    module = agents.get(name)
-    env_id, fields = NEW_AGENTS[name]
-    res = rl.sweep(module, env_id, grid={"learning_rate": [1e-3, 1e-2]}, seeds=[0, 1], config=module.Config(**fields))
-    assert len(res.plan.groups) == 1  # one shape, one compiled program for all 4 runs
-    assert len(res.metrics) == 2 and res.final.shape == (2, 2)
-    updates = module.Config(**fields).num_updates
-    assert all(v.shape == (2, updates) for m in res.metrics for v in m.values())
-
-    def differ(a: dict, b: dict) -> bool:
-        return any(not np.array_equal(a[k], b[k], equal_nan=True) for k in a)
-
-    first, second = res.metrics
-    assert differ({k: v[0] for k, v in first.items()}, {k: v[1] for k, v in first.items()})  # seeds
-    assert differ({k: v[0] for k, v in first.items()}, {k: v[0] for k, v in second.items()})  # learning rates
-
-
 def test_library_call_matches_its_plan() -> None:
     """``rl.sweep`` is the CLI's engine; check the exported name is the function."""
     import rl
