@@ -12,6 +12,10 @@ HLO-level passes, fusion included, still run), exported as ``JAX_DISABLE_MOST_OP
 that the CLI processes a test starts compile the same way. Learning tests (``@pytest.mark.slow``)
 run long programs and compile fully optimised, as a user's run does. Setting the variable to 0
 before pytest optimises every test.
+
+Compiled programs are shared: the session keeps one persistent XLA compilation cache (a temporary
+folder, removed at the end; ``$JAX_COMPILATION_CACHE_DIR`` names one to keep instead), so a program
+that several tests, workers or CLI processes compile is compiled once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 SEED_SHIFT_ENV = "RL_TEST_SEED_SHIFT"
 FAST_COMPILE_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
 _SHIFT_KEY = pytest.StashKey[int]()
+_CACHE_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +71,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SHIFT_KEY] = shift
     os.environ.setdefault(FAST_COMPILE_ENV, "1")
     jax.config.update("jax_disable_most_optimizations", _fast_compile())
+    _share_compiled_programs(config)
+
+
+def _share_compiled_programs(config: pytest.Config) -> None:
+    """One persistent compilation cache for this session: the workers and the CLI processes the
+    tests start reuse each other's compiled programs (many tests compile the same tiny run). The
+    folder is new per session unless ``$JAX_COMPILATION_CACHE_DIR`` is already set."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder = tempfile.mkdtemp(prefix="rl-test-xla-cache-")
+        config.stash[_CACHE_KEY] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_CACHE_KEY, None)
+    if folder is not None:  # the session's own cache folder (made above), not one the user named
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
