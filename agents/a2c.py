@@ -27,7 +27,7 @@ uses for Atari only, puts it inside and starts ``v`` at 1 instead).
 
 Truncation is not termination: value targets bootstrap from the value of
 ``info["final_observation"]`` on truncation and from zero on termination
-(``rl.returns.gae_advantages``), as SB3 does by adding ``gamma * V(terminal_observation)`` to
+(``rl.device.returns.gae_advantages``), as SB3 does by adding ``gamma * V(terminal_observation)`` to
 the reward of a truncated step.
 """
 
@@ -52,10 +52,10 @@ from agents.networks import (
     check_torso,
     policy_and_value,
 )
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import gae_advantages
+from rl.device.rollout import rollout
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.returns import gae_advantages
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array
@@ -89,7 +89,7 @@ class Config:
     state_dependent_std: bool = False
     """continuous actions only: std = softplus(linear head) + 0.001, as gymnax-blines"""
 
-    # one gradient step per rollout: what rl.onpolicy reads of a PPO-style config
+    # one gradient step per rollout: what rl.device.onpolicy reads of a PPO-style config
     num_minibatches = 1
     update_epochs = 1
 

@@ -20,7 +20,7 @@ Options:
   ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``; here both heads share the
   MLP torso.
 * ``n_step``: n-step returns (Sutton, 1988; as in Rainbow), cut at the first
-  episode end inside the sampled sequence (``rl.replay.n_step_return``).
+  episode end inside the sampled sequence (``rl.device.replay.n_step_return``).
 * ``distributional``: learn the distribution of returns instead of its mean;
   acting is greedy in the mean. ``"c51"``: a categorical distribution on
   ``num_atoms`` fixed atoms in ``[v_min, v_max]``, the projected Bellman target
@@ -56,7 +56,8 @@ import rlax
 
 import envs
 from agents.networks import ACTIVATION, INIT, TORSO, check_torso, iqn_network, q_network
-from rl import offpolicy, replay
+from rl.device import offpolicy, replay
+from rl.device.rollout import rollout
 from rl.errors import (
     Count,
     NonNegativeCount,
@@ -70,7 +71,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array
@@ -299,7 +299,7 @@ def n_step_transition(sequences: replay.Stored, gamma) -> tuple[Array, Array, Ar
         discount = gamma^K (1 - terminated_{K-1})
         last     = K - 1     (bootstrap from next_obs[last], the true successor)
 
-    so that ``rl.replay.n_step_return(seq, b, gamma) = r + discount * b[last]``.
+    so that ``rl.device.replay.n_step_return(seq, b, gamma) = r + discount * b[last]``.
     Both sums are computed by ``n_step_return`` itself (it is linear in the
     rewards and the bootstrap values), so the episode-end rules live in one place.
 
@@ -452,7 +452,7 @@ def loss(
     draws IQN's fractions.
 
     Args:
-      sequences: `[B, n, ...]` sampled by ``rl.replay.sample``; step 0 is the one learned from.
+      sequences: `[B, n, ...]` sampled by ``rl.device.replay.sample``; step 0 is the one learned from.
 
     Returns:
       ``(loss, {"q_mean": mean Q(s, a) of the batch})``.

@@ -8,7 +8,7 @@ updates ago (a queue of them rides in the carry; 0 acts on-policy). One iteratio
 
     roll out T steps in each of B envs with mu = pi_{theta_{k - lag}}      (collect)
     rho_t = pi_theta(a_t|x_t) / mu(a_t|x_t)
-    v_s, A^pg_t = V-trace(r, V_theta, rho; lambda, rhobar, rhobar_pg)     (rl.returns.vtrace)
+    v_s, A^pg_t = V-trace(r, V_theta, rho; lambda, rhobar, rhobar_pg)     (rl.device.returns.vtrace)
     one gradient step on                                                    (learn)
         L = -mean A^pg_t log pi_theta(a_t|x_t) + vf_coef 0.5 (v_s - V_theta(x_t))^2 - ent_coef H
 
@@ -38,10 +38,10 @@ from agents.networks import (
     check_torso,
     policy_and_value,
 )
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import vtrace
+from rl.device.rollout import rollout
 from rl.errors import Count, NonNegative, NonNegativeCount, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.returns import vtrace
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array

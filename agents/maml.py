@@ -56,10 +56,10 @@ import optax
 
 import envs
 from agents.networks import ACTIVATION, MLP, linear_head, policy_distribution
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import n_step_targets
+from rl.device.rollout import rollout
 from rl.errors import Count, NonNegativeCount, Positive, Unit, Widths, check, one_of, validate_config, validate_hyper
-from rl.returns import n_step_targets
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array
@@ -272,7 +272,7 @@ def targets(static: Static, transitions, hyper: Hyper) -> Batch:
     """Reward-to-go minus the baseline, flattened to a `[T * B]` batch.
 
     ``G_t = r_t + gamma (1 - done_t) G_{t+1}``, zero after the rollout's last step
-    (``rl.returns.n_step_targets`` with lambda = 1 and zero bootstrap values).
+    (``rl.device.returns.n_step_targets`` with lambda = 1 and zero bootstrap values).
     """
     reward = transitions.reward
     g = n_step_targets(reward, jnp.zeros_like(reward), transitions.terminated, transitions.truncated, hyper.gamma, 1.0)

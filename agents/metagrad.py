@@ -23,7 +23,7 @@ the next. ``init`` collects the first one (those ``T * B`` steps are not counted
 Where this differs from the paper: the paper conditioned the policy and value on eta (an embedding
 of it appended to the features); here they are not. Its meta-optimiser was Adam (as here) on
 IMPALA; here the inner learner is A2C. Truncation is not termination: the targets bootstrap from
-``info["final_observation"]`` on truncation (``rl.returns.gae_advantages``).
+``info["final_observation"]`` on truncation (``rl.device.returns.gae_advantages``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ from agents.networks import (
     actor_critic_of,
     policy_and_value,
 )
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import gae_advantages
+from rl.device.rollout import rollout
 from rl.errors import (
     Count,
     NonNegative,
@@ -56,8 +58,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.returns import gae_advantages
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array
@@ -217,7 +217,7 @@ def clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
 
 
 def _optimizer(hyper: Hyper) -> optax.GradientTransformation:
-    """A2C's optimizer (``rl.onpolicy.optimizer`` with SB3's RMSprop), differentiable everywhere."""
+    """A2C's optimizer (``rl.device.onpolicy.optimizer`` with SB3's RMSprop), differentiable everywhere."""
     return optax.chain(
         clip_by_global_norm(hyper.max_grad_norm),
         scale_by_rms(RMS_DECAY, hyper.rms_prop_eps),

@@ -13,7 +13,7 @@ separate Haiku MLPs with orthogonal initialisation (as in PureJaxRL/CleanRL).
 
 Truncation is not termination: value targets bootstrap from the value of
 ``info["final_observation"]`` on truncation and from zero on termination
-(``rl.returns.gae_advantages``).
+(``rl.device.returns.gae_advantages``).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from agents.networks import (
     check_torso,
     policy_and_value,
 )
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import gae_advantages
+from rl.device.rollout import rollout
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.returns import gae_advantages
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array

@@ -15,7 +15,7 @@ in Algorithm 1 (PQN with Q(lambda)) of the paper::
 Truncation is not termination: ``s'_t`` is the true successor
 (``info["final_observation"]``), the bootstrap ``max_a Q(s'_t, a)`` is used on
 truncation and dropped only on termination, and the lambda-trace is cut at
-every episode end (``rl.returns.n_step_targets``). The reference code
+every episode end (``rl.device.returns.n_step_targets``). The reference code
 (purejaxql) treats every episode end as termination.
 """
 
@@ -33,10 +33,10 @@ import rlax
 
 import envs
 from agents.networks import ACTIVATION, TORSO, check_torso, q_network
-from rl import offpolicy, onpolicy
+from rl.device import offpolicy, onpolicy
+from rl.device.returns import n_step_targets
+from rl.device.rollout import rollout
 from rl.errors import Count, Positive, Unit, Widths, check, validate_config, validate_hyper
-from rl.returns import n_step_targets
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array

@@ -17,7 +17,7 @@ the loss re-unrolls a sequence, so training sees the carries acting saw.
 Truncation bootstraps from the value of ``info["final_observation"]`` read with the carry that saw
 the episode's last observation (the core stepped from ``h_t`` on the final observation, no reset),
 not with the reset carry of the next episode; termination bootstraps from zero
-(``rl.returns.gae_advantages``).
+(``rl.device.returns.gae_advantages``).
 
 Minibatches split the envs, never time: ``num_minibatches`` must divide ``num_envs``. Discrete
 actions use a categorical policy, continuous ones a diagonal Gaussian (``agents.networks``).
@@ -40,10 +40,10 @@ import optax
 
 import envs
 from agents.networks import ACTIVATION, MIN_STD, MLP, check_gaussian_options, linear_head, policy_distribution
-from rl import onpolicy
+from rl.device import onpolicy
+from rl.device.returns import gae_advantages
+from rl.device.rollout import EpisodeStats, env_step
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, check, one_of, validate_config, validate_hyper
-from rl.returns import gae_advantages
-from rl.rollout import EpisodeStats, env_step
 from rl.runner import Algorithm, bind
 
 Array = chex.Array

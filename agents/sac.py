@@ -41,7 +41,8 @@ import optax
 
 import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
-from rl import offpolicy, replay
+from rl.device import offpolicy, replay
+from rl.device.rollout import EpisodeStats, env_step, rollout
 from rl.errors import (
     Count,
     NonNegativeCount,
@@ -54,7 +55,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.rollout import EpisodeStats, env_step, rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array
@@ -490,7 +490,7 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
 
 
 def _collect_colored(static: Static, state: State, key: chex.PRNGKey, explore: Array):
-    """``collect`` with colored noise: the sequences ride in the scan carry (rl.rollout's
+    """``collect`` with colored noise: the sequences ride in the scan carry (rl.device.rollout's
     policies are stateless), ``u = mean + std * eps_t`` with ``eps_t`` the next noise step."""
 
     def step(carry, step_key):

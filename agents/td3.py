@@ -36,7 +36,8 @@ import optax
 
 import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
-from rl import offpolicy, replay
+from rl.device import offpolicy, replay
+from rl.device.rollout import rollout
 from rl.errors import (
     Count,
     NonNegative,
@@ -49,7 +50,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.rollout import rollout
 from rl.runner import Algorithm, bind
 
 Array = chex.Array

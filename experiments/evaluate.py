@@ -91,14 +91,14 @@ class EpisodeResults(NamedTuple):
 
 def _env_for_eval(env: Any, env_params: Any) -> Any:
     """The single env as training stepped it: continuous actions clipped to the Box."""
-    from rl.evaluation import env_for_eval
+    from rl.device.evaluation import env_for_eval
 
     return env_for_eval(env, env_params)
 
 
 def default_max_steps(env_params: Any) -> int:
     """The env's own time limit when it has one, else 10,000 steps."""
-    from rl.evaluation import default_max_steps as env_limit
+    from rl.device.evaluation import default_max_steps as env_limit
 
     return env_limit(env_params)
 
@@ -121,13 +121,13 @@ def play_episodes(
     ``agents.Loaded.policy``. One jitted ``lax.while_loop`` steps all R * E
     envs until every episode has ended or ``max_steps`` steps were taken; an
     env's first episode is the one counted (later ones are ignored): the
-    episode loop of the evaluation during training, ``rl.evaluation.play_episodes``. With
+    episode loop of the evaluation during training, ``rl.device.evaluation.play_episodes``. With
     ``recurrent`` (``agents.Loaded.recurrent``) the episodes are played with memory: its
     ``policy`` keeps the carry from step to step, reset at episode ends.
     """
     import jax
 
-    from rl.evaluation import play_episodes as play
+    from rl.device.evaluation import play_episodes as play
 
     eval_env = _env_for_eval(env, env_params)
 
@@ -378,10 +378,10 @@ def write_new_json(path: Path, data: Any) -> None:
 
 
 def check_memory(loaded: Any, num_runs: int, args: EvalArgs) -> None:
-    """Refuse ``--episodes`` or ``--gif-max-frames`` whose env states cannot fit in memory (rl/memory.py)."""
+    """Refuse ``--episodes`` or ``--gif-max-frames`` whose env states cannot fit in memory (rl/device/memory.py)."""
     import jax
 
-    from rl import memory
+    from rl.device import memory
 
     obs, state = jax.eval_shape(loaded.env.reset, jax.random.key(0), loaded.env_params)
     per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done

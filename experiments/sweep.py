@@ -207,10 +207,10 @@ def run(agent_name: str, args: SweepArgs) -> Any:
 
 
 def _evaluation(args: SweepArgs) -> Any:
-    """The ``rl.evaluation.EvalConfig`` of ``--eval-*``, or None: a sweep plays evaluation episodes
+    """The ``rl.device.evaluation.EvalConfig`` of ``--eval-*``, or None: a sweep plays evaluation episodes
     only when ``--eval-every N`` (N >= 1) asks for them, and then ranks by their final return."""
     from experiments.train import eval_config_of
-    from rl.evaluation import EvalConfig
+    from rl.device.evaluation import EvalConfig
 
     config = eval_config_of(args)
     config.validate()  # --eval-every, --eval-episodes, --eval-mode, --eval-seed
@@ -238,11 +238,11 @@ def _check_memory(module: Any, args: SweepArgs, grid: dict[str, str], sample: di
     """Refuse, before the configurations are even listed, a sweep whose runs cannot fit in memory.
 
     Runs = seeds x grid points x samples. One run's need comes from the base settings
-    (rl/memory.py) when only traced fields are swept; a swept shape-setting field may
+    (rl/device/memory.py) when only traced fields are swept; a swept shape-setting field may
     shrink it, so then only a floor of ``MIN_RUN_BYTES`` per run is assumed.
     """
     import envs
-    from rl import memory
+    from rl.device import memory
     from rl.runner import make_mesh
     from rl.sweep import sweepable
 

@@ -16,7 +16,7 @@ whichever comes first, and at the end; see rl/checkpoint.py) and summary.json
 (``status``: running, completed, interrupted, diverged or failed; the final
 return of the training episodes and, beside it, ``final_eval_return``: the
 evaluation episodes played after the last update, see ``--eval-*`` and
-rl/evaluation.py).
+rl/device/evaluation.py).
 
 ``--track`` also logs the TensorBoard curves and config.json to Weights & Biases
 (``pip install -e ".[wandb]"``; ``--wandb-project``, ``--wandb-entity``,
@@ -571,8 +571,8 @@ def eval_record(algo: Any, args: TrainArgs) -> dict[str, Any]:
 
 
 def eval_config_of(args: TrainArgs) -> Any:
-    """The ``rl.evaluation.EvalConfig`` of the ``--eval-*`` flags (a TrainArgs without them: the defaults)."""
-    from rl.evaluation import EvalConfig
+    """The ``rl.device.evaluation.EvalConfig`` of the ``--eval-*`` flags (a TrainArgs without them: the defaults)."""
+    from rl.device.evaluation import EvalConfig
 
     default = EvalConfig()
     return EvalConfig(
@@ -584,11 +584,11 @@ def eval_config_of(args: TrainArgs) -> Any:
 
 
 def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds: int, mesh: Any) -> Any:
-    """``algo`` with its evaluation episodes (``rl.evaluation.with_evaluation``); refuses ``--eval-episodes``
+    """``algo`` with its evaluation episodes (``rl.device.evaluation.with_evaluation``); refuses ``--eval-episodes``
     whose env states cannot fit in memory."""
     import jax
 
-    from rl import evaluation, memory
+    from rl.device import evaluation, memory
 
     if config.every != 0:
         obs, state = jax.eval_shape(env.reset, jax.random.key(0), env_params)
@@ -606,8 +606,8 @@ def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds:
 
 
 def check_memory(module: Any, args: TrainArgs, algo: Any, env: Any, env_params: Any, mesh: Any) -> None:
-    """Refuse, naming the field, a configuration whose training state cannot fit in memory (rl/memory.py)."""
-    from rl import memory
+    """Refuse, naming the field, a configuration whose training state cannot fit in memory (rl/device/memory.py)."""
+    from rl.device import memory
 
     def need_of(config: Any) -> int:
         return memory.need_per_run(module.make(config, env, env_params), args.hyper).total

@@ -9,7 +9,7 @@ budget (its config as given, every other field at the agent's default) on
 ``experiments.train`` reports them: per seed, the mean return of the training
 episodes completed in the last 5% of training (``rl.stats.final_return``), and
 the mean return of 32 greedy evaluation episodes of the final policy, played in
-the jitted program after the last update (``rl.evaluation``; the same start
+the jitted program after the last update (``rl.device.evaluation``; the same start
 states for every seed). The table gives each as the mean over seeds with a 95%
 percentile-bootstrap interval, next to the published figure and its source; the
 one of the same kind as the published figure (``Preset.published_episodes``:
@@ -83,7 +83,7 @@ def build(preset) -> tuple[Any, Any]:
     """
     import agents
     import envs
-    from rl import evaluation
+    from rl.device import evaluation
 
     module = agents.get(preset.agent)
     tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
@@ -99,7 +99,8 @@ def build(preset) -> tuple[Any, Any]:
 def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
     """Train one preset on ``num_seeds`` seeds and summarise its final return."""
     import rl
-    from rl import evaluation, stats
+    from rl import stats
+    from rl.device import evaluation
 
     start = time.perf_counter()
     algo, hyper = build(preset)

@@ -12,7 +12,7 @@ leading axis, and
   hands them to ``on_chunk`` (progress bar, metric files) while the next chunk
   is already running on the devices.
 
-With ``Algorithm.evaluation`` (``rl.evaluation.with_evaluation``) the chunk also
+With ``Algorithm.evaluation`` (``rl.device.evaluation.with_evaluation``) the chunk also
 plays evaluation episodes after every K-th update and after the last one, in a
 ``lax.cond`` on the global update index (a replicated input of the chunk), and
 reports ``eval_return``/``eval_length`` (NaN after the other updates); the
@@ -49,8 +49,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rl import distributed
+from rl.device.evaluation import evaluate_if_due
 from rl.errors import ConfigError
-from rl.evaluation import evaluate_if_due
 
 PRNGKey = chex.PRNGKey
 Params = Any
@@ -75,7 +75,7 @@ class Algorithm(NamedTuple):
     num_updates: int  # updates in the configured training budget
     name: str  # agent name, e.g. "ppo"
     config: Any  # the static Config the factory closed over
-    # evaluation episodes every K updates (rl.evaluation.with_evaluation), or None: no evaluation
+    # evaluation episodes every K updates (rl.device.evaluation.with_evaluation), or None: no evaluation
     evaluation: Any = None
     # a recurrent agent's acting with memory (``Recurrent``), or None: ``act`` is all there is
     recurrent: Any = None
@@ -88,7 +88,7 @@ class Recurrent(NamedTuple):
     """How a recurrent agent acts with memory: ``Algorithm.recurrent``.
 
     ``Algorithm.act`` stays memoryless (it acts from the initial carry at every call); the
-    evaluation episodes (``rl.evaluation``), ``agents.load`` and ``experiments.evaluate`` use
+    evaluation episodes (``rl.device.evaluation``), ``agents.load`` and ``experiments.evaluate`` use
     this instead when it is there. The caller keeps the carry: it starts from
     ``initial_carry(B)`` and is put back there, row by row, wherever the env reported
     ``terminated | truncated``: the rule the agent trains with.
@@ -160,7 +160,7 @@ class TrainResult:
     the episodes that ended in each update, and NaN where none ended
     (``metrics["episodes"] == 0``): a mean over updates must mask them
     (``np.nanmean``, or :func:`rl.stats.mean_over_episodes` for the
-    episode-weighted mean). With evaluation episodes (``rl.evaluation``),
+    episode-weighted mean). With evaluation episodes (``rl.device.evaluation``),
     ``metrics["eval_return"]`` and ``metrics["eval_length"]`` are NaN after the
     updates that were not evaluated. :meth:`save` writes the result as a run folder.
     """
@@ -363,7 +363,7 @@ def _scan_updates(algo: Algorithm, length: int) -> Callable:
 
     ``first_update`` is the global index of the chunk's first update, the same for every run
     (the runner passes it unbatched). With ``algo.evaluation`` each update's metrics also hold
-    the evaluation metrics (``rl.evaluation``), NaN after updates where none is due.
+    the evaluation metrics (``rl.device.evaluation``), NaN after updates where none is due.
     """
     evaluation = algo.evaluation
 

@@ -36,7 +36,7 @@ left to train).
 
 :func:`final_return_summary` is the final-return part of ``summary.json``, and
 :func:`final_eval_return_summary` its evaluation part (an algorithm with
-``rl.evaluation.with_evaluation``), shared with ``experiments.train``.
+``rl.device.evaluation.with_evaluation``), shared with ``experiments.train``.
 """
 
 from __future__ import annotations
@@ -134,11 +134,11 @@ def final_eval_return_summary(eval_return: np.ndarray, evaluation: Any) -> dict[
 
     ``final_eval_return_mean``, ``final_eval_return_ci95`` (or ``_range`` and ``_ci95_note``)
     and ``final_eval_return_per_seed``: the return of the evaluation episodes played after the
-    last update (the final policy; :mod:`rl.evaluation`), shaped as the final return's fields;
-    ``eval``: how they were played (``evaluation``: an ``rl.evaluation.Evaluation``) and
+    last update (the final policy; :mod:`rl.device.evaluation`), shaped as the final return's fields;
+    ``eval``: how they were played (``evaluation``: an ``rl.device.evaluation.Evaluation``) and
     ``final_update``, the 0-based update they followed (None when none was played).
     """
-    from rl.evaluation import final_eval_returns
+    from rl.device.evaluation import final_eval_returns
 
     final, update = final_eval_returns(eval_return)
     config = evaluation.config

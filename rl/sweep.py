@@ -76,8 +76,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl import distributed, stats
+from rl.device.evaluation import EVAL_RETURN, final_eval_returns
 from rl.errors import ConfigError
-from rl.evaluation import EVAL_RETURN, final_eval_returns
 from rl.files import atomic_write_path, write_json
 from rl.runner import Algorithm, ChunkReport, make_mesh, run_batch, seed_keys
 
@@ -694,7 +694,7 @@ def sweep(
         configuration at the end.
       plot_top: configurations drawn in the learning-curve and profile plots (0 = all).
       file: where messages and the bar go (default stdout).
-      evaluation: an ``rl.evaluation.EvalConfig``: every run plays evaluation episodes in the
+      evaluation: an ``rl.device.evaluation.EvalConfig``: every run plays evaluation episodes in the
         jitted program (the same start states for all), and the configurations are scored and
         ranked by the final evaluation return instead of the training episodes' (kept in
         ``result.extra["final_training"]``). None (default): no evaluation episodes.
@@ -727,7 +727,7 @@ def sweep(
     mesh = make_mesh() if mesh is None else mesh
     primary = distributed.is_primary()
     if evaluation is not None:
-        from rl.evaluation import with_evaluation
+        from rl.device.evaluation import with_evaluation
 
         _, env_obj, env_params_obj = _resolve_env(env, env_params)
         for g in the_plan.groups:

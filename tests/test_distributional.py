@@ -9,7 +9,8 @@ import pytest
 import envs
 import rl
 from agents import dqn, networks
-from rl import replay, stats
+from rl import stats
+from rl.device import replay
 from rl.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")

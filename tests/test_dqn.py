@@ -10,7 +10,8 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import dqn, networks
-from rl import offpolicy, replay, stats
+from rl import stats
+from rl.device import offpolicy, replay
 from rl.errors import ConfigError
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); the leaf functions are
@@ -106,7 +107,7 @@ class LeafTest(parameterized.TestCase):
         np.testing.assert_allclose(r, ref_r, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(discount, ref_d, rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(last, ref_last)
-        # and it is the n-step return of rl.replay: G = r + discount * b[last]
+        # and it is the n-step return of rl.device.replay: G = r + discount * b[last]
         b = np.random.default_rng(seed).normal(size=seq.reward.shape).astype(np.float32)
         np.testing.assert_allclose(
             replay.n_step_return(seq, b, gamma), r + discount * b[np.arange(len(b)), last], rtol=1e-5, atol=1e-5

@@ -1,4 +1,4 @@
-"""Evaluation episodes inside the jitted training program (rl/evaluation.py).
+"""Evaluation episodes inside the jitted training program (rl/device/evaluation.py).
 
 * hand-made policies on probe envs give the analytic evaluation return, greedy and stochastic,
   with the observation statistics of the training state applied;
@@ -28,7 +28,8 @@ import envs
 import rl
 from agents import ppo
 from experiments import train as train_cli
-from rl import checkpoint, evaluation, runner
+from rl import checkpoint, runner
+from rl.device import evaluation
 from rl.errors import ConfigError
 from rl.runs import final_eval_return_summary, score_summary
 

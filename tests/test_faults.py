@@ -39,8 +39,8 @@ import pytest
 from experiments import evaluate as evaluate_cli
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-from rl import memory
 from rl.checkpoint import Checkpointer, CheckpointWriteError, short_reason
+from rl.device import memory
 from rl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import envs
 import rl
 from agents import impala
 from rl import stats
+from rl.device.returns import gae_advantages, vtrace
 from rl.errors import ConfigError
-from rl.returns import gae_advantages, vtrace
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

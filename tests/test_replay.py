@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl import offpolicy, replay
-from rl.rollout import Transition
+from rl.device import offpolicy, replay
+from rl.device.rollout import Transition
 
 
 def _transition(t, num_envs=2, terminated=None, truncated=None):

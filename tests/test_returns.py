@@ -7,7 +7,7 @@ import pytest
 import rlax
 from absl.testing import parameterized
 
-from rl.returns import gae_advantages, n_step_targets
+from rl.device.returns import gae_advantages, n_step_targets
 
 
 @pytest.fixture(autouse=True)

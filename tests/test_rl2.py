@@ -13,8 +13,8 @@ import rl
 from agents import rl2, rppo
 from experiments import bandit_regret, presets
 from rl import bandits, stats
+from rl.device.evaluation import EvalConfig, with_evaluation
 from rl.errors import ConfigError
-from rl.evaluation import EvalConfig, with_evaluation
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

@@ -17,9 +17,10 @@ import envs
 import rl
 from agents import ppo, rppo
 from experiments import presets
-from rl import onpolicy, stats
+from rl import stats
+from rl.device import onpolicy
+from rl.device.evaluation import EvalConfig, final_eval_returns, with_evaluation
 from rl.errors import ConfigError
-from rl.evaluation import EvalConfig, final_eval_returns, with_evaluation
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 
@@ -269,7 +270,7 @@ def test_memory_probe_rppo_solves_it_in_training_evaluation_and_when_loaded(seed
     assert np.all(final >= 0.5), final
     # the same policy acting from the initial carry at every step (Algorithm.act) is back at
     # chance: the evaluation's return came from its memory
-    memoryless = rl.evaluation.make_evaluation(algo.act, env, params, algo.evaluation.config)
+    memoryless = rl.device.evaluation.make_evaluation(algo.act, env, params, algo.evaluation.config)
     blind = np.asarray(jax.jit(jax.vmap(memoryless.evaluate))(result.state)["eval_return"])
     assert np.all(np.abs(blind) < 0.5), blind
     # agents.load: recurrent.act keeps the carry across an episode's steps

@@ -13,7 +13,8 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import sac
-from rl import offpolicy, stats
+from rl import stats
+from rl.device import offpolicy
 from rl.errors import ConfigError
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and

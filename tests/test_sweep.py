@@ -255,7 +255,7 @@ def test_cli_sweep_writes_the_report(tmp_path: Path, capsys) -> None:
 
 def test_evaluation_episodes_score_and_rank_the_configurations() -> None:
     import rl
-    from rl.evaluation import EvalConfig, final_eval_returns
+    from rl.device.evaluation import EvalConfig, final_eval_returns
 
     res = rl.sweep(
         ppo,

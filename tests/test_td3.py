@@ -15,7 +15,8 @@ from gymnax.environments import spaces
 import envs
 import rl
 from agents import ddpg, td3
-from rl import replay, stats
+from rl import stats
+from rl.device import replay
 from rl.errors import ConfigError
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and

@@ -304,8 +304,8 @@ def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) ->
 
     ``env``/``env_params``: what the algorithm was made with (``envs.make(env_id)``)::
 
-        algo = rl.evaluation.with_evaluation(ppo.make(config, env, env_params), env, env_params,
-                                             rl.evaluation.EvalConfig(every=10))   # None: automatic
+        algo = rl.device.evaluation.with_evaluation(ppo.make(config, env, env_params), env, env_params,
+                                             rl.device.evaluation.EvalConfig(every=10))   # None: automatic
         result = rl.train(algo, ppo.Hyper(), seeds=range(8))   # result.metrics["eval_return"]
     """
     config.validate()

@@ -2,7 +2,7 @@
 (epsilon-greedy and its schedule, uniform random actions, Gaussian noise in bounds),
 learning only once replay is ready, target networks, and the critic regression.
 
-DQN, SAC and TD3 (and DDPG, a TD3 setting) build on these; replay itself is ``rl.replay``.
+DQN, SAC and TD3 (and DDPG, a TD3 setting) build on these; replay itself is ``rl.device.replay``.
 """
 
 from __future__ import annotations

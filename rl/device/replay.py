@@ -18,8 +18,8 @@ import flashbax as fbx
 import jax
 import jax.numpy as jnp
 
-from rl.returns import n_step_targets
-from rl.rollout import Transition
+from rl.device.returns import n_step_targets
+from rl.device.rollout import Transition
 
 Array = chex.Array
 
