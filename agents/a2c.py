@@ -55,8 +55,8 @@ from agents.networks import (
 from rl.device import onpolicy
 from rl.device.returns import gae_advantages
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 RMS_DECAY = 0.99  # SB3's RMSprop alpha (not a setting of SB3's A2C either)

@@ -14,8 +14,8 @@ from typing import Any
 import jax
 
 from agents import td3
+from rl.engine.runner import Algorithm
 from rl.errors import Count, NonNegative
-from rl.runner import Algorithm
 
 State = td3.State
 Params = td3.Params

@@ -58,6 +58,7 @@ import envs
 from agents.networks import ACTIVATION, INIT, TORSO, check_torso, iqn_network, q_network
 from rl.device import offpolicy, replay
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import (
     Count,
     NonNegativeCount,
@@ -71,7 +72,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

@@ -41,8 +41,8 @@ from agents.networks import (
 from rl.device import onpolicy
 from rl.device.returns import vtrace
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegative, NonNegativeCount, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

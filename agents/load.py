@@ -97,7 +97,7 @@ def load(
 
     import agents
     import envs
-    from rl.checkpoint import Checkpointer
+    from rl.engine.checkpoint import Checkpointer
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -179,7 +179,7 @@ def load(
 
 
 def _recurrent(rec: Any, normalizer: Any, params: Any, stats: Any, obs_ndim: int) -> LoadedRecurrent:
-    """``Loaded.recurrent`` of an ``rl.runner.Recurrent``: the chosen run's parameters and statistics bound."""
+    """``Loaded.recurrent`` of an ``rl.engine.runner.Recurrent``: the chosen run's parameters and statistics bound."""
     import jax
 
     def policy(params, obs_stats, carry, obs, key, deterministic: bool = False):

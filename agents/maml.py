@@ -59,8 +59,8 @@ from agents.networks import ACTIVATION, MLP, linear_head, policy_distribution
 from rl.device import onpolicy
 from rl.device.returns import n_step_targets
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegativeCount, Positive, Unit, Widths, check, one_of, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 BASELINES = ("linear", "none")

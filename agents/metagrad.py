@@ -47,6 +47,7 @@ from agents.networks import (
 from rl.device import onpolicy
 from rl.device.returns import gae_advantages
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import (
     Count,
     NonNegative,
@@ -58,7 +59,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 RMS_DECAY = 0.99

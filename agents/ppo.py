@@ -40,8 +40,8 @@ from agents.networks import (
 from rl.device import onpolicy
 from rl.device.returns import gae_advantages
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

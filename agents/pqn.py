@@ -36,8 +36,8 @@ from agents.networks import ACTIVATION, TORSO, check_torso, q_network
 from rl.device import offpolicy, onpolicy
 from rl.device.returns import n_step_targets
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, Positive, Unit, Widths, check, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

@@ -22,8 +22,8 @@ import jax
 
 import envs
 from agents import rppo
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count
-from rl.runner import Algorithm, bind
 
 State = rppo.State
 Static = rppo.Static

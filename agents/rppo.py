@@ -43,8 +43,8 @@ from agents.networks import ACTIVATION, MIN_STD, MLP, check_gaussian_options, li
 from rl.device import onpolicy
 from rl.device.returns import gae_advantages
 from rl.device.rollout import EpisodeStats, env_step
+from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, check, one_of, validate_config, validate_hyper
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 CELLS = ("gru", "lstm")
@@ -247,7 +247,7 @@ def recurrent_act(
     static: Static, params: hk.Params, carry: Any, obs: Array, key: chex.PRNGKey, deterministic: bool = False
 ) -> tuple[Array, Any]:
     """Actions for `[B, ...]` observations with memory: ``(action, carry)``; the caller resets the
-    carry to ``initial_carry`` where an episode ended (``rl.runner.Recurrent``)."""
+    carry to ``initial_carry`` where an episode ended (``rl.engine.runner.Recurrent``)."""
     dist, _, carry = _step(static, params, obs, jnp.zeros(obs.shape[:1], bool), carry)
     return (dist.mode() if deterministic else dist.sample(seed=key)), carry
 

@@ -43,6 +43,7 @@ import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl.device import offpolicy, replay
 from rl.device.rollout import EpisodeStats, env_step, rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import (
     Count,
     NonNegativeCount,
@@ -55,7 +56,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

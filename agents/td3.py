@@ -38,6 +38,7 @@ import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl.device import offpolicy, replay
 from rl.device.rollout import rollout
+from rl.engine.runner import Algorithm, bind
 from rl.errors import (
     Count,
     NonNegative,
@@ -50,7 +51,6 @@ from rl.errors import (
     validate_config,
     validate_hyper,
 )
-from rl.runner import Algorithm, bind
 
 Array = chex.Array
 

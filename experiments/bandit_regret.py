@@ -13,9 +13,9 @@ RL² trains on tasks drawn from the training seeds' keys; the held-out tasks are
 ``--task-seed`` (never a training key: training keys come from ``jax.random.key(seed)``, these from
 ``jax.random.key(task_seed)`` folded with a constant) and every method plays the same tasks: the
 arm probabilities each task really had (read from the env state) are given to the NumPy
-references (``rl.bandits``). The score is the pseudo-regret after 100 pulls,
+references (``rl.host.bandits``). The score is the pseudo-regret after 100 pulls,
 ``sum_t (max_k p_k - p_{a_t})``, averaged over the tasks; RL² gets one value per training seed and
-a 95% bootstrap confidence interval over seeds (``rl.stats.bootstrap_ci``); each reference gets
+a 95% bootstrap confidence interval over seeds (``rl.host.stats.bootstrap_ci``); each reference gets
 its mean over tasks with a bootstrap interval over tasks.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 import envs
 import rl
 from agents import rl2
-from rl import bandits, stats
+from rl.host import bandits, stats
 
 ENV_ID = "BernoulliBandit-uniform-misc"
 HORIZON = 100

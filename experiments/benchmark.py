@@ -403,7 +403,7 @@ def _compile_and_run(fn: Callable, *args: Any) -> tuple[float, float, Any]:
 
 
 def _final_return(episode_return: Any, episodes: Any) -> list[float | None]:
-    from rl import stats
+    from rl.host import stats
 
     final = stats.final_return(np.asarray(episode_return), np.asarray(episodes))
     return [float(x) if np.isfinite(x) else None for x in final]
@@ -876,7 +876,7 @@ def _library_training(config: Any, hyper: Any, seeds: int) -> Any:
     """The jaxpr of the library's chunk over all updates (rl.train's program, one device), vmapped over seeds."""
     import envs
     from agents import ppo
-    from rl import runner
+    from rl.engine import runner
 
     env, env_params = envs.make("CartPole-v1")
     algo = ppo.make(config, env, env_params)

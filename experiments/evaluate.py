@@ -146,7 +146,7 @@ def play_episodes(
 
 def summarize(results: EpisodeResults, seeds: Sequence[int]) -> dict[str, Any]:
     """Mean return with 95% bootstrap CIs: per run over episodes, overall over runs."""
-    from rl import stats
+    from rl.host import stats
 
     per_run = []
     for seed, ret, fin in zip(seeds, results.returns, results.finished, strict=True):

@@ -28,7 +28,7 @@ import numpy as np
 import envs
 import rl
 from agents import maml
-from rl import plots, stats
+from rl.host import plots, stats
 
 ENV_ID = "Navigation2D-v0"
 EVAL_KEY = 10**6  # the held-out goals' key: training draws its tasks from the runs' keys (seeds < EVAL_KEY)
@@ -59,7 +59,7 @@ def compare(
             static, params, tasks, key, hyper, max_inner_steps
         )
 
-    # the init MAML started from; one key at a time (vmapped orthogonal inits can hang on CPU, rl.runner)
+    # the init MAML started from; one key at a time (vmapped orthogonal inits can hang on CPU, rl.engine.runner)
     init = jax.jit(lambda k: maml.init(static, k, hyper).params)
     random_init = jax.tree.map(lambda *x: jax.numpy.stack(x), *(init(k) for k in results["MAML"].keys))
     params = {"MAML": results["MAML"].params, "pretrained": results["pretrained"].params, "random": random_init}

@@ -6,10 +6,10 @@
     python -m experiments.scores runs/lr-sweep                     # one algorithm per configuration
 
 Prints each algorithm's matrix (runs x tasks) with its IQM and a 95% stratified-bootstrap
-interval (``rl.stats.stratified_bootstrap_ci``); ``--out FILE.npz`` writes the ``score_dict``
+interval (``rl.host.stats.stratified_bootstrap_ci``); ``--out FILE.npz`` writes the ``score_dict``
 (``dict(np.load(FILE.npz))``, as rliable's ``get_interval_estimates`` takes it) and FILE.json
 beside it (the task of each column, the seed of each score, the folders). How folders become
-rows and columns, and what is refused: ``rl/scores.py``.
+rows and columns, and what is refused: ``rl/host/scores.py``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _ranges(specs: Sequence[str]) -> dict[str, tuple[float, float]] | None:
 
 def export(args: ScoresArgs) -> None:
     """Collect the scores, print them, and write ``--out``."""
-    from rl import scores, stats
+    from rl.host import scores, stats
 
     try:
         table = scores.collect(args.folders, metric=args.metric, normalize=_ranges(args.normalize))

@@ -226,7 +226,7 @@ def _evaluation(args: SweepArgs) -> Any:
 
 
 def _primary() -> bool:
-    from rl import distributed
+    from rl.engine import distributed
 
     return distributed.is_primary()
 
@@ -243,7 +243,7 @@ def _check_memory(module: Any, args: SweepArgs, grid: dict[str, str], sample: di
     """
     import envs
     from rl.device import memory
-    from rl.runner import make_mesh
+    from rl.engine.runner import make_mesh
     from rl.sweep import sweepable
 
     params = sweepable(module)
@@ -294,7 +294,7 @@ def _start_distributed(argv: Sequence[str]) -> None:
     ``jax.distributed.initialize`` must precede every JAX computation, and
     building the defaults may already create arrays.
     """
-    from rl import distributed
+    from rl.engine import distributed
 
     def flag(name: str) -> str | None:
         value = _take_flag(list(argv), name)

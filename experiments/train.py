@@ -12,7 +12,7 @@ per-seed metrics (``--per-seed-metrics``: metrics.csv and metrics.jsonl up to
 (final parameters, leading axis = seed; up to 32 seeds, else they are read
 from the final checkpoint), checkpoints/ (the whole training
 state every ``--checkpoint-every`` chunks or ``--checkpoint-seconds``,
-whichever comes first, and at the end; see rl/checkpoint.py) and summary.json
+whichever comes first, and at the end; see rl/engine/checkpoint.py) and summary.json
 (``status``: running, completed, interrupted, diverged or failed; the final
 return of the training episodes and, beside it, ``final_eval_return``: the
 evaluation episodes played after the last update, see ``--eval-*`` and
@@ -428,7 +428,7 @@ def _claim_new_run_dir(agent_name: str, args: TrainArgs) -> FolderLock:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write: a crash leaves the old file or the new one, never half."""
-    from rl.files import write_json as write
+    from rl.host.files import write_json as write
 
     write(path, data, default=_jsonable)
 
@@ -445,7 +445,7 @@ def _jsonable(x: Any) -> Any:
 
 def save_params(path: Path, params: Any) -> None:
     """Save a (nested dict) parameter pytree as ``.npz`` keyed ``module/name``."""
-    from rl.runs import _save_params
+    from rl.host.runs import _save_params
 
     _save_params(path, params)
 
@@ -454,9 +454,9 @@ def prepare(agent_name: str, args: TrainArgs):
     """Validate everything and build the algorithm; nothing is compiled here."""
     import agents
     import envs
+    from rl.engine.runner import check_divisible, make_mesh
     from rl.errors import check
-    from rl.runner import check_divisible, make_mesh
-    from rl.runs import PER_SEED_FORMATS
+    from rl.host.runs import PER_SEED_FORMATS
 
     module = _resolve(agents.get, agent_name)
 
@@ -500,7 +500,7 @@ def prepare(agent_name: str, args: TrainArgs):
 
 DEFAULT_WANDB_PROJECT = "jaxrl-engine"
 WANDB_FLAGS = ("wandb_project", "wandb_entity", "wandb_group", "wandb_name")
-WANDB_STATE_FILE = "wandb_run.json"  # the W&B run id and last step logged, for --resume (rl.sinks.WandbSink)
+WANDB_STATE_FILE = "wandb_run.json"  # the W&B run id and last step logged, for --resume (rl.host.sinks.WandbSink)
 
 
 def wandb_settings(args: TrainArgs) -> dict[str, Any] | None:
@@ -518,7 +518,7 @@ def wandb_settings(args: TrainArgs) -> dict[str, Any] | None:
     for name, value in given.items():
         if value is not None and not value.strip():
             raise UsageError(f"--{name.replace('_', '-')} is empty; give a name or leave the flag out")
-    from rl.sinks import import_wandb
+    from rl.host.sinks import import_wandb
 
     try:
         import_wandb()
@@ -540,7 +540,7 @@ def open_wandb(settings: dict[str, Any], run_dir: Path, labels: list[dict[str, A
     continues the same W&B run. A W&B run that cannot start (not logged in, no network) is a
     :class:`UsageError` that says so.
     """
-    from rl.sinks import WandbSink
+    from rl.host.sinks import WandbSink
 
     try:
         return WandbSink(
@@ -739,12 +739,12 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     """
     import jax
 
-    from rl.checkpoint import Checkpointer, CheckpointMismatchError, CheckpointReadError, StopOnSignals
-    from rl.progress import Progress
-    from rl.runner import chunk_schedule, train
-    from rl.runs import metric_sinks, per_seed_format
-    from rl.sinks import MultiSink
-    from rl.stats import mean_over_episodes
+    from rl.engine.checkpoint import Checkpointer, CheckpointMismatchError, CheckpointReadError, StopOnSignals
+    from rl.engine.runner import chunk_schedule, train
+    from rl.host.progress import Progress
+    from rl.host.runs import metric_sinks, per_seed_format
+    from rl.host.sinks import MultiSink
+    from rl.host.stats import mean_over_episodes
 
     algo, mesh = prepare(agent_name, args)
     every, keep = getattr(args, "checkpoint_every", 5), getattr(args, "keep_checkpoints", 2)
@@ -767,7 +767,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
         done = {"updates": 0}
 
         def open_sinks(resumed_at: int | None) -> None:
-            # metrics_over_seeds.csv, the per-seed files and TensorBoard (rl.runs.metric_sinks); W&B with --track
+            # metrics_over_seeds.csv, the per-seed files and TensorBoard (rl.host.runs.metric_sinks); W&B with --track
             folder_sinks = metric_sinks(run_dir, labels, per_seed, algo.steps_per_update, resumed_at)
             if tracking is None:
                 sinks.append(folder_sinks)
@@ -917,7 +917,7 @@ def _saved_steps(run_dir: Path) -> list[int]:
 
 def _fault_text(err: BaseException) -> str:
     """One line: what failed and why (a file and its OS error where there is one)."""
-    from rl.checkpoint import CheckpointWriteError, short_reason
+    from rl.engine.checkpoint import CheckpointWriteError, short_reason
 
     if isinstance(err, CheckpointWriteError):
         return str(err)
@@ -1050,7 +1050,7 @@ def _check_resume(
         for name, header in (("metrics.csv", True), ("metrics.jsonl", False)):
             _check_rows(run_dir / name, rows + (1 if header else 0))
     elif per_seed == "parquet":
-        from rl import columnar
+        from rl.host import columnar
 
         problem = columnar.check_covers(run_dir / "metrics.parquet", num_runs, int(meta.get("update", step)))
         if problem is not None:
@@ -1117,8 +1117,8 @@ def _cut_metric_files(run_dir: Path, rows: int) -> None:
 
 def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds) -> dict[str, Any]:
     """Curve, parameters and summary.json of a batch of runs that stopped (for any reason)."""
-    from rl import plots
-    from rl.runs import final_eval_return_summary, final_return_summary, writes_params_npz
+    from rl.host import plots
+    from rl.host.runs import final_eval_return_summary, final_return_summary, writes_params_npz
 
     summary: dict[str, Any] = {
         "agent": agent_name,
@@ -1213,8 +1213,8 @@ def print_summary(s: dict[str, Any], planned_updates: int | None = None) -> None
             flush=True,
         )
         return
-    from rl.aggregate import describe_seeds
-    from rl.runs import FEW_SEEDS, describe_final_eval_return, describe_final_return
+    from rl.host.aggregate import describe_seeds
+    from rl.host.runs import FEW_SEEDS, describe_final_eval_return, describe_final_return
 
     few = len(s["final_return_per_seed"]) <= FEW_SEEDS
     if few:

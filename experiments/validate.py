@@ -7,7 +7,7 @@ Each preset of ``experiments.presets.PRESETS`` is trained at its published
 budget (its config as given, every other field at the agent's default) on
 ``--num-seeds`` seeds in parallel (``rl.train``). It gets two scores, as
 ``experiments.train`` reports them: per seed, the mean return of the training
-episodes completed in the last 5% of training (``rl.stats.final_return``), and
+episodes completed in the last 5% of training (``rl.host.stats.final_return``), and
 the mean return of 32 greedy evaluation episodes of the final policy, played in
 the jitted program after the last update (``rl.device.evaluation``; the same start
 states for every seed). The table gives each as the mean over seeds with a 95%
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from rl.stats import FINAL_FRACTION  # as experiments.train: episodes of the last 5% of updates
+from rl.host.stats import FINAL_FRACTION  # as experiments.train: episodes of the last 5% of updates
 
 # the evaluation episodes of every preset, played once after the last update (experiments.train's defaults)
 EVAL_EPISODES, EVAL_MODE, EVAL_SEED = 32, "greedy", 0
@@ -99,8 +99,8 @@ def build(preset) -> tuple[Any, Any]:
 def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
     """Train one preset on ``num_seeds`` seeds and summarise its final return."""
     import rl
-    from rl import stats
     from rl.device import evaluation
+    from rl.host import stats
 
     start = time.perf_counter()
     algo, hyper = build(preset)
@@ -132,7 +132,7 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
 
 def _mean_ci(per_seed: np.ndarray) -> tuple[float, float, float]:
     """Mean over the seeds with a score and its 95% bootstrap interval (NaN when none has one)."""
-    from rl import stats
+    from rl.host import stats
 
     valid = per_seed[np.isfinite(per_seed)]
     if not valid.size:

@@ -42,13 +42,13 @@ With ``out`` set, the primary process writes (nothing is overwritten):
 * ``results.csv`` and ``results.parquet``: the tidy table, one row per
   configuration x seed x update, with the swept values as columns;
 * ``summary.csv``/``summary.json``: per configuration the final return
-  (episode-weighted mean of the last 5% of updates, ``rl.stats.final_return``)
+  (episode-weighted mean of the last 5% of updates, ``rl.host.stats.final_return``)
   as mean and interquartile mean with stratified-bootstrap 95% CIs, and the rank
   (by IQM, then mean);
 * ``profiles.csv`` and ``performance_profile.png``: performance profiles
   (fraction of seeds with final return > tau) with bootstrap bands;
 * ``learning_curves.png``: mean return per configuration against env steps
-  (episodes binned over steps, ``rl.stats.learning_curve``) with 95% bands;
+  (episodes binned over steps, ``rl.host.stats.learning_curve``) with 95% bands;
 * ``final_vs_<name>.png`` per swept name;
 * ``best_preset.json``: the best configuration as a preset for
   ``python -m experiments.train AGENT --preset-file``.
@@ -75,11 +75,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl import distributed, stats
 from rl.device.evaluation import EVAL_RETURN, final_eval_returns
+from rl.engine import distributed
+from rl.engine.runner import Algorithm, ChunkReport, make_mesh, run_batch, seed_keys
 from rl.errors import ConfigError
-from rl.files import atomic_write_path, write_json
-from rl.runner import Algorithm, ChunkReport, make_mesh, run_batch, seed_keys
+from rl.host import stats
+from rl.host.files import atomic_write_path, write_json
 
 __all__ = [
     "Distribution",
@@ -548,7 +549,7 @@ class SweepProgress:
     """One bar for the whole sweep: configurations x seeds x env steps.
 
     A rich bar on a terminal, else one plain line per chunk (as
-    ``rl.progress.Progress``); silent when disabled (e.g. on processes > 0).
+    ``rl.host.progress.Progress``); silent when disabled (e.g. on processes > 0).
     """
 
     def __init__(self, total: int, what: str, enabled: bool = True, verbose: bool = True, file: IO[str] | None = None):
@@ -564,7 +565,7 @@ class SweepProgress:
             import rich.console
             import rich.progress
 
-            from rl.progress import _is_interactive
+            from rl.host.progress import _is_interactive
 
             console = rich.console.Console(file=self.file)
             if _is_interactive(console):
@@ -818,7 +819,7 @@ def _eval_words(evaluation: Any) -> str:
 
 def _bootstrap(x: np.ndarray, statistic: Callable[..., np.ndarray], seed: int = 0) -> stats.Interval:
     """Percentile-bootstrap 95% interval of ``statistic`` over one configuration's seeds
-    (``rl.stats.bootstrap_ci``; with one task this is the stratified bootstrap); NaN scores
+    (``rl.host.stats.bootstrap_ci``; with one task this is the stratified bootstrap); NaN scores
     (seeds that finished no episode) are left out."""
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -881,7 +882,7 @@ def results_table(res: SweepResult) -> Any:
     """
     import pandas as pd
 
-    from rl.sinks import chunk_table
+    from rl.host.sinks import chunk_table
 
     frames = []
     for c, values in enumerate(res.plan.configs):
@@ -973,7 +974,7 @@ def _label(p: SweepPlan, c: int) -> str:
 
 def write_report(res: SweepResult, out: Path, plot_top: int = 10) -> None:
     """Every report file (see the module docstring) into ``out``."""
-    from rl import plots
+    from rl.host import plots
 
     p = res.plan
     table = results_table(res)
@@ -1057,7 +1058,7 @@ def _plot_param(path: Path, res: SweepResult, name: str) -> None:
     """
     from matplotlib.figure import Figure
 
-    from rl import plots
+    from rl.host import plots
 
     p = res.plan
     by_value: dict[Any, list[int]] = {}

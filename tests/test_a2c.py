@@ -14,8 +14,8 @@ import envs
 import rl
 from agents import a2c
 from experiments import presets
-from rl import stats
 from rl.errors import ConfigError
+from rl.host import stats
 
 SMALL = a2c.Config(num_envs=4, num_steps=5, total_timesteps=4 * 5 * 4)
 

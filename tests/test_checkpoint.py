@@ -37,8 +37,8 @@ import agents
 import envs
 from experiments import evaluate as evaluate_cli
 from experiments import train as train_cli
-from rl import runner
-from rl.checkpoint import Checkpointer, StopOnSignals, has_checkpoint
+from rl.engine import runner
+from rl.engine.checkpoint import Checkpointer, StopOnSignals, has_checkpoint
 from rl.errors import ConfigError
 
 
@@ -200,7 +200,7 @@ def test_asyncio_errors_of_orbax_tasks_and_futures_are_dropped_and_others_kept()
     # in the traceback). The failure itself is reported once; those pages must not reach stderr.
     import logging
 
-    from rl.checkpoint import _ORBAX_TASKS
+    from rl.engine.checkpoint import _ORBAX_TASKS
 
     def record(message, code_file=None):
         exc_info = None
@@ -372,7 +372,7 @@ def test_reference_run_folder(reference_run):
 
 
 def test_ctrl_c_checkpoints_and_resume_is_bit_identical(reference_run, tmp_path, monkeypatch):
-    from rl import sinks
+    from rl.host import sinks
 
     out = tmp_path / "run"
     original, chunks = sinks.CsvSink.write, []
@@ -406,7 +406,7 @@ def test_ctrl_c_checkpoints_and_resume_is_bit_identical(reference_run, tmp_path,
 
 KILL_SCRIPT = """
 import sys, time
-from rl import sinks
+from rl.host import sinks
 original = sinks.CsvSink.write
 def slow_write(self, *args, **kwargs):
     original(self, *args, **kwargs)

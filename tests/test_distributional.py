@@ -9,9 +9,9 @@ import pytest
 import envs
 import rl
 from agents import dqn, networks
-from rl import stats
 from rl.device import replay
 from rl.errors import ConfigError
+from rl.host import stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

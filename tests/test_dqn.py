@@ -10,9 +10,9 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import dqn, networks
-from rl import stats
 from rl.device import offpolicy, replay
 from rl.errors import ConfigError
+from rl.host import stats
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); the leaf functions are
 # checked under "raise" below.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import train
-from rl.runner import chunk_schedule
+from rl.engine.runner import chunk_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def test_help_lists_every_field(capsys):
 def test_seed_keys_are_the_keys_of_each_seed():
     import jax
 
-    from rl.runner import seed_keys
+    from rl.engine.runner import seed_keys
 
     seeds = [0, 1, 7, -1, -(2**31), 2**31 - 1, 2**31, 2**40]  # the last two take the loop
     keys = jax.random.key_data(seed_keys(seeds))
@@ -194,7 +194,7 @@ def test_init_is_sequential_only_on_cpu_devices():
     # lax.map init only where the batched-QR deadlock lives (CPU); vmapped on accelerators
     from types import SimpleNamespace
 
-    from rl.runner import init_sequentially
+    from rl.engine.runner import init_sequentially
 
     mesh = lambda *platforms: SimpleNamespace(devices=np.array([SimpleNamespace(platform=p) for p in platforms]))
     assert init_sequentially(mesh("cpu")) and init_sequentially(mesh("cpu", "cpu"))

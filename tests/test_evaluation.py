@@ -28,10 +28,10 @@ import envs
 import rl
 from agents import ppo
 from experiments import train as train_cli
-from rl import checkpoint, runner
 from rl.device import evaluation
+from rl.engine import checkpoint, runner
 from rl.errors import ConfigError
-from rl.runs import final_eval_return_summary, score_summary
+from rl.host.runs import final_eval_return_summary, score_summary
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

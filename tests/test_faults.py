@@ -39,8 +39,8 @@ import pytest
 from experiments import evaluate as evaluate_cli
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-from rl.checkpoint import Checkpointer, CheckpointWriteError, short_reason
 from rl.device import memory
+from rl.engine.checkpoint import Checkpointer, CheckpointWriteError, short_reason
 from rl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +102,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def no_training(monkeypatch, tmp_path):
     """Fail at once if an input reaches training; run in tmp_path."""
     import rl
-    import rl.runner
+    import rl.engine.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("an unusable input reached training")
 
-    monkeypatch.setattr(rl.runner, "train", refuse)
+    monkeypatch.setattr(rl.engine.runner, "train", refuse)
     monkeypatch.setattr(rl, "sweep", refuse)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -123,7 +123,7 @@ def interrupted(tmp_path_factory) -> Path:
     ``--checkpoint-every 0`` turns the chunk count off, and ``--checkpoint-seconds`` (a tiny
     value) makes every chunk due on the clock: the saves are the time-based ones.
     """
-    from rl import sinks
+    from rl.host import sinks
 
     out = tmp_path_factory.mktemp("interrupted") / "run"
     original, chunks = sinks.CsvSink.write, []
@@ -170,7 +170,7 @@ def test_checkpoints_are_saved_on_the_clock(interrupted):
 
 
 def test_checkpointer_due_on_chunks_or_seconds_whichever_first(monkeypatch, tmp_path):
-    import rl.checkpoint as ckpt
+    import rl.engine.checkpoint as ckpt
 
     now = [1000.0]
     monkeypatch.setattr(ckpt.time, "monotonic", lambda: now[0])
@@ -250,7 +250,7 @@ def limited(argv: list[str], limit_kib: int | None = None) -> list[str]:
 
 SLOW_CHUNKS = """
 import sys, time
-from rl import sinks
+from rl.host import sinks
 original = sinks.CsvSink.write
 def slow_write(self, *args, **kwargs):
     original(self, *args, **kwargs)

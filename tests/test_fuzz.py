@@ -294,12 +294,12 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
 @pytest.fixture
 def no_training(monkeypatch, tmp_path):
     """Fail at once if a fuzz input gets as far as training; keep run folders in tmp_path."""
-    import rl.runner
+    import rl.engine.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("an invalid command line reached training")
 
-    monkeypatch.setattr(rl.runner, "train", refuse)
+    monkeypatch.setattr(rl.engine.runner, "train", refuse)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

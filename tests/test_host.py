@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl import plots, progress, sinks, stats
+from rl.host import plots, progress, sinks, stats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

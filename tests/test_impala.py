@@ -10,9 +10,9 @@ import pytest
 import envs
 import rl
 from agents import impala
-from rl import stats
 from rl.device.returns import gae_advantages, vtrace
 from rl.errors import ConfigError
+from rl.host import stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

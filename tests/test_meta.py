@@ -1,5 +1,5 @@
 """Task distributions (envs.meta: DomainRandomization, Trials) and the NumPy bandit references
-(rl.bandits): parameters per episode, the step contract, trials against the unwrapped env."""
+(rl.host.bandits): parameters per episode, the step contract, trials against the unwrapped env."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import envs
-from rl import bandits
+from rl.host import bandits
 
 
 def _fix_cartpole(key, p):

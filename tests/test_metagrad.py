@@ -13,8 +13,8 @@ import pytest
 import envs
 import rl
 from agents import metagrad
-from rl import stats
 from rl.errors import ConfigError
+from rl.host import stats
 
 SMALL = metagrad.Config(num_envs=4, num_steps=8, hidden_sizes=(16,), total_timesteps=10**5)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl import distributed
+from rl.engine import distributed
 from rl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_put_global_and_to_host_are_device_put_and_get_in_one_process() -> None:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from rl.runner import RUN_AXIS, make_mesh, seed_keys
+    from rl.engine.runner import RUN_AXIS, make_mesh, seed_keys
 
     sharding = NamedSharding(make_mesh(), P(RUN_AXIS))
     keys, x = distributed.put_global((seed_keys([3, 4]), jnp.arange(2.0)), sharding)

@@ -36,13 +36,14 @@ import pytest
 import agents
 import envs
 import rl
-import rl.runs
+import rl.host.runs
 from envs import registry
 from experiments import evaluate as evaluate_cli
 from experiments import presets
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-from rl import plots, progress, runner, stats
+from rl.engine import runner
+from rl.host import plots, progress, stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 
@@ -390,7 +391,7 @@ def test_enough_seeds_for_a_ci():
     values = np.arange(8.0)
     low, high = stats.bootstrap_ci(values)
     assert values.min() < low < high < values.max()  # from 4 on, an interval inside the range
-    summary = rl.runs.final_return_summary(np.tile(values[:, None], (1, 20)), np.ones((8, 20)))
+    summary = rl.host.runs.final_return_summary(np.tile(values[:, None], (1, 20)), np.ones((8, 20)))
     assert summary["final_return_ci95"] == [low, high] and "final_return_ci95_note" not in summary
 
 

@@ -12,8 +12,8 @@ import envs
 import rl
 from agents import networks, ppo
 from experiments import presets
-from rl import stats
 from rl.errors import ConfigError
+from rl.host import stats
 
 SMALL = ppo.Config(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=4 * 16 * 4)
 
@@ -189,9 +189,9 @@ def test_seeds_not_dividing_devices_is_refused_before_compiling():
     mesh = jax.sharding.Mesh(np.array(jax.devices() * 1), ("runs",))
     fake = type("M", (), {"devices": np.zeros(4)})()  # a 4-device mesh, as seen by the check
     with pytest.raises(ConfigError, match="num_seeds"):
-        rl.runner.check_divisible(6, fake)
-    rl.runner.check_divisible(8, fake)
-    rl.runner.check_divisible(3, mesh)
+        rl.engine.runner.check_divisible(6, fake)
+    rl.engine.runner.check_divisible(8, fake)
+    rl.engine.runner.check_divisible(3, mesh)
 
 
 # ---------------------------------------------------------------- learning

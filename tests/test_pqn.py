@@ -11,8 +11,8 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import networks, pqn
-from rl import stats
 from rl.errors import ConfigError
+from rl.host import stats
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); the leaf functions are
 # checked under "raise" below.

@@ -12,9 +12,9 @@ import envs
 import rl
 from agents import rl2, rppo
 from experiments import bandit_regret, presets
-from rl import bandits, stats
 from rl.device.evaluation import EvalConfig, with_evaluation
 from rl.errors import ConfigError
+from rl.host import bandits, stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

@@ -1,12 +1,12 @@
-"""``rl.stats`` against rliable 1.2, the reference code of Agarwal et al. (NeurIPS 2021), on fixed data.
+"""``rl.host.stats`` against rliable 1.2, the reference code of Agarwal et al. (NeurIPS 2021), on fixed data.
 
 What must agree, and how closely:
 
 * the interquartile mean: exactly (both are ``scipy.stats.trim_mean(x, 0.25)`` of the pooled
-  scores; ``rl.aggregate.over_seeds`` computes its own from prefix sums, so to float precision);
+  scores; ``rl.host.aggregate.over_seeds`` computes its own from prefix sums, so to float precision);
 * the stratified percentile bootstrap, the one-task bootstrap and the performance profile, given
   the very resamples rliable drew: to float precision. rliable draws its run indices in
-  ``StratifiedBootstrap.update_indices``; the tests record them and hand them to ``rl.stats`` in
+  ``StratifiedBootstrap.update_indices``; the tests record them and hand them to ``rl.host.stats`` in
   place of its own generator's draws, so any difference left is one of definition (what is
   resampled, which statistic, which quantile rule, ``>`` or ``>=``);
 * the same intervals from independent resamples (each library's own generator): within the
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rl import aggregate, scores, stats
+from rl.host import aggregate, scores, stats
 
 rliable = pytest.importorskip("rliable", reason="rliable is in the test extra: pip install -e '.[test]'")
 from rliable import library as rly  # noqa: E402
@@ -53,7 +53,7 @@ def global_numpy_seed():
 
 @pytest.fixture
 def rliable_draws(monkeypatch, global_numpy_seed):
-    """Record rliable's run indices, and make ``rl.stats`` resample with them instead of its own.
+    """Record rliable's run indices, and make ``rl.host.stats`` resample with them instead of its own.
 
     Yields the list the draws are appended to (one ``[runs, tasks]`` array per resample).
     """
@@ -130,7 +130,7 @@ def test_stratified_bootstrap_on_rliables_resamples_is_rliables_interval(rliable
 
 
 def test_statistic_evaluated_per_resample_on_rliables_resamples(rliable_draws):
-    # rliable's median of the per-task mean scores: a statistic rl.stats evaluates once per resample
+    # rliable's median of the per-task mean scores: a statistic rl.host.stats evaluates once per resample
     scores = fixed_scores()
     want = rliable_interval(scores, metrics.aggregate_median, reps=500)
     got = stats.stratified_bootstrap_ci(scores, statistic=lambda m: np.median(m.mean(axis=0)), num_resamples=500)
@@ -206,7 +206,7 @@ def test_scipy_trim_mean_cut_is_floor_of_a_quarter():
     assert scipy.stats.trim_mean(x, 0.25) == metrics.aggregate_iqm(x[:, None]) == (1 + 2 + 3 + 4) / 4
 
 
-# ----------------------------------------------------------------------------- export: rl.scores
+# ----------------------------------------------------------------------------- export: rl.host.scores
 
 
 def write_run_folder(folder, agent, env, seeds, per_seed, hyper=None, status="completed"):

@@ -17,10 +17,10 @@ import envs
 import rl
 from agents import ppo, rppo
 from experiments import presets
-from rl import stats
 from rl.device import onpolicy
 from rl.device.evaluation import EvalConfig, final_eval_returns, with_evaluation
 from rl.errors import ConfigError
+from rl.host import stats
 
 pytestmark = pytest.mark.usefixtures("haiku_init_allows_rank_promotion")
 

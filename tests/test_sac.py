@@ -13,9 +13,9 @@ from absl.testing import parameterized
 import envs
 import rl
 from agents import sac
-from rl import stats
 from rl.device import offpolicy
 from rl.errors import ConfigError
+from rl.host import stats
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
 # `update` are checked under "raise" below.

@@ -27,7 +27,7 @@ import pytest
 import scipy.stats
 
 from experiments import train as train_cli
-from rl import aggregate, columnar, runs, sinks
+from rl.host import aggregate, columnar, runs, sinks
 
 # ------------------------------------------------------------------------------ statistics over seeds
 

@@ -20,8 +20,8 @@ import pytest
 from agents import ppo
 from experiments import sweep as sweep_cli
 from experiments import train as train_cli
-from rl import stats
 from rl.errors import ConfigError
+from rl.host import stats
 from rl.sweep import Distribution, _bootstrap, _stacked_inputs, parse_spec, plan
 
 TINY = ppo.Config(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=4096)

@@ -15,9 +15,9 @@ from gymnax.environments import spaces
 import envs
 import rl
 from agents import ddpg, td3
-from rl import stats
 from rl.device import replay
 from rl.errors import ConfigError
+from rl.host import stats
 
 # haiku's Orthogonal initializer needs rank promotion (tests/conftest.py); leaf functions and
 # `update` are checked under "raise" below.

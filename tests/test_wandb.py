@@ -7,7 +7,7 @@ one ``history`` record per ``log`` call, ...). :func:`wandb_records` parses it, 
 exactly what would reach W&B:
 
 * the sink logs TensorBoard's curves: the same tags at the same steps with the same values as
-  :class:`rl.sinks.TensorBoardSink`'s event file, NaN left out, per-run curves only up to 16 runs;
+  :class:`rl.host.sinks.TensorBoardSink`'s event file, NaN left out, per-run curves only up to 16 runs;
 * ``--track`` through the CLI: the config, the name (the run folder's), every update once with
   the means and IQMs of ``metrics_over_seeds.csv``; interrupted and resumed, the same W&B run id
   continues and no step is logged twice;
@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 
 from experiments import train as train_cli
-from rl import scores, sinks
+from rl.host import scores, sinks
 
 pytest.importorskip("wandb", reason="wandb is in the test extra: pip install -e '.[test]' (or '.[wandb]')")
 from wandb.proto import wandb_internal_pb2  # noqa: E402

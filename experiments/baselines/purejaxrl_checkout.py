@@ -124,7 +124,7 @@ def _seed_by_seed(initializer: Callable) -> Callable:
     on a 2-core CPU two of them, started together, each wait for pool threads the other holds:
     ppo.py with 16 seeds hangs before its first update (jax 0.10.2; gdb shows both
     ``tf_XLAEigen`` threads in ``jax::ParallelBatchMap`` of sgeqrf and sorgqr). The library
-    initialises seed by seed for the same reason (rl/runner.py ``_sharded``). Mapping gives
+    initialises seed by seed for the same reason (rl/engine/runner.py ``_sharded``). Mapping gives
     the same numbers as one seed at a time and changes only initialisation, which runs once:
     the training loop compiled and timed is PureJaxRL's own.
     """

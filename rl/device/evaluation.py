@@ -13,7 +13,7 @@ policy every K updates inside the scanned update loop, without a host round trip
 * :class:`EvalConfig` says how often (``every`` updates, and always after the last update of
   the budget), how many episodes, greedy (``act(..., deterministic=True)``) or stochastic, and
   the evaluation seed;
-* :func:`with_evaluation` gives an ``rl.runner.Algorithm`` its :class:`Evaluation`; the runner
+* :func:`with_evaluation` gives an ``rl.engine.runner.Algorithm`` its :class:`Evaluation`; the runner
   then reports ``eval_return`` and ``eval_length`` (means over the E episodes) at every update
   where an evaluation is due and NaN at every other update (:func:`evaluate_if_due`, a
   ``lax.cond`` on the global update index, which is the same for every run, so it stays a real
@@ -223,7 +223,7 @@ class EvalConfig:
 
 
 class Evaluation(NamedTuple):
-    """What ``rl.runner.Algorithm.evaluation`` holds: the schedule and one run's evaluation.
+    """What ``rl.engine.runner.Algorithm.evaluation`` holds: the schedule and one run's evaluation.
 
     ``inputs`` picks what the evaluation reads from the training state (parameters,
     observation statistics), and only that enters the ``lax.cond``: a replay buffer in the
@@ -262,7 +262,7 @@ def make_evaluation(
     """One run's evaluation: ``config.episodes`` episodes of ``act`` with the state's parameters.
 
     ``act(params, obs[E, ...], key, deterministic)`` is ``Algorithm.act``; with ``recurrent``
-    (``Algorithm.recurrent``, an ``rl.runner.Recurrent``) the episodes are played by its ``act``
+    (``Algorithm.recurrent``, an ``rl.engine.runner.Recurrent``) the episodes are played by its ``act``
     instead, the carry kept from step to step and reset at episode ends; ``env`` the unbatched,
     unwrapped env the algorithm was made with. ``evaluate(state)`` reads ``state.params`` and
     the observation statistics in ``state`` (when there are any; ``Evaluation.inputs``) and
@@ -300,7 +300,7 @@ def make_evaluation(
 
 
 def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) -> Any:
-    """``algo`` (an ``rl.runner.Algorithm``) with evaluation episodes per ``config``; ``every == 0``: none.
+    """``algo`` (an ``rl.engine.runner.Algorithm``) with evaluation episodes per ``config``; ``every == 0``: none.
 
     ``env``/``env_params``: what the algorithm was made with (``envs.make(env_id)``)::
 

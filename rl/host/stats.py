@@ -17,7 +17,7 @@ stratified percentile bootstrap exactly on the same resamples and within its Mon
 on independent ones, the performance profile (``score > tau``) exactly. Two differences in use,
 not in definition: rliable's ``get_interval_estimates`` draws 50,000 resamples by default (2,000
 here), and it draws them from NumPy's global random state whatever ``random_state`` it is given,
-where these functions take a ``seed``. ``rl.scores`` exports final scores as rliable's
+where these functions take a ``seed``. ``rl.host.scores`` exports final scores as rliable's
 ``score_dict`` (``{algorithm: [runs, tasks]}``) for rliable's own plots.
 
 All bootstrap functions take a ``seed`` and are deterministic given it.

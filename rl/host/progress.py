@@ -150,7 +150,7 @@ class Progress:
           env_steps_per_run_done: steps each run took since the previous call, e.g.
             ``num_updates_in_chunk * steps_per_update``.
           mean_return: mean return of the episodes completed since the previous call, over all
-            runs (e.g. :func:`rl.stats.mean_over_episodes` of the chunk); None or NaN when no
+            runs (e.g. :func:`rl.host.stats.mean_over_episodes` of the chunk); None or NaN when no
             episode ended.
           run_seconds: seconds spent running all the steps done since entering, compilation
             excluded (``ChunkReport.elapsed_seconds``); the rate is then steps / run_seconds.

@@ -17,10 +17,10 @@ Many seeds. What grows with seeds x updates is written compactly or not at all
 
 * ``metrics_over_seeds.csv`` (always): per update and metric, statistics over
   the seeds (count, mean, IQM, min, 5/25/50/75/95% quantiles, max; see
-  :mod:`rl.aggregate`); it grows with the updates only;
+  :mod:`rl.host.aggregate`); it grows with the updates only;
 * per-seed rows: with at most :data:`FEW_SEEDS` seeds, ``metrics.csv`` and
   ``metrics.jsonl`` as always; with more, one ``metrics.parquet`` (float32
-  columns, zstd; :mod:`rl.columnar`): 2.3 MB for 512 seeds x 400 small PPO
+  columns, zstd; :mod:`rl.host.columnar`): 2.3 MB for 512 seeds x 400 small PPO
   updates (so about 9 MB for 2048), where at 2048 seeds CSV and JSON lines
   took 824 MB;
 * ``params.npz`` only up to :data:`FEW_SEEDS` seeds (at 2048 seeds it was
@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from rl import stats
-from rl.files import atomic_write, write_json
+from rl.host import stats
+from rl.host.files import atomic_write, write_json
 
 __all__ = [
     "FEW_SEEDS",
@@ -94,11 +94,11 @@ def final_return_summary(
     ``final_return_per_seed`` (None for a seed with no episode in the window),
     ``final_return_mean`` over the seeds that have one, and ``final_return_ci95``: the 95%
     bootstrap interval over those seeds, or None when they are fewer than
-    :data:`rl.stats.MIN_RUNS_FOR_CI`; then ``final_return_range`` gives ``[min, max]`` and
+    :data:`rl.host.stats.MIN_RUNS_FOR_CI`; then ``final_return_range`` gives ``[min, max]`` and
     ``final_return_ci95_note`` says why there is no interval. With ``seeds`` (one per run), also
-    the spread over seeds of :func:`rl.aggregate.seed_summary`: IQM, quantiles, the worst seeds.
+    the spread over seeds of :func:`rl.host.aggregate.seed_summary`: IQM, quantiles, the worst seeds.
     """
-    from rl import aggregate
+    from rl.host import aggregate
 
     final = stats.final_return(episode_return, episodes, fraction=fraction)
     out = score_summary(final, "final_return")
@@ -215,7 +215,7 @@ def metric_sinks(
     steps_per_update: int,
     resume_from_update: int | None = None,
 ) -> Any:
-    """The metric sinks of a run folder, as one ``rl.sinks.MultiSink``.
+    """The metric sinks of a run folder, as one ``rl.host.sinks.MultiSink``.
 
     ``metrics_over_seeds.csv`` and ``tensorboard/`` always; the per-seed files of ``per_seed``
     (``"csv"``: metrics.csv and metrics.jsonl, ``"parquet"``: metrics.parquet, ``"none"``). Every
@@ -225,9 +225,9 @@ def metric_sinks(
     for the per-seed CSV and JSON lines (hence their limit to few seeds by default).
     ``resume_from_update``: continue a resumed run's files (see each sink).
     """
-    from rl.aggregate import AggregateCsvSink
-    from rl.columnar import ParquetSink
-    from rl.sinks import CsvSink, JsonlSink, MultiSink, TensorBoardSink
+    from rl.host.aggregate import AggregateCsvSink
+    from rl.host.columnar import ParquetSink
+    from rl.host.sinks import CsvSink, JsonlSink, MultiSink, TensorBoardSink
 
     run_dir = Path(run_dir)
     resume = resume_from_update is not None
@@ -343,8 +343,8 @@ def save_run(
     """
     import jax
 
-    from rl import plots
-    from rl.checkpoint import Checkpointer
+    from rl.engine.checkpoint import Checkpointer
+    from rl.host import plots
 
     algo = result.algo
     if algo is None:

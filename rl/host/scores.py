@@ -2,9 +2,9 @@
 
 rliable (Agarwal et al., NeurIPS 2021) takes, per algorithm, a matrix of scores with one row per
 run and one column per task; its IQM, stratified bootstrap and performance profiles all read that
-layout, and so do :func:`rl.stats.stratified_bootstrap_ci` and :func:`rl.stats.performance_profile`::
+layout, and so do :func:`rl.host.stats.stratified_bootstrap_ci` and :func:`rl.host.stats.performance_profile`::
 
-    from rl import scores, stats
+    from rl.host import scores, stats
     table = scores.collect(["runs/ppo-cartpole", "runs/ppo-acrobot", "runs/dqn-cartpole", "runs/dqn-acrobot"],
                            normalize={"CartPole-v1": (0.0, 500.0), "Acrobot-v1": (-500.0, 0.0)})
     table.scores                 # {"ppo": array [8, 2], "dqn": array [8, 2]}; columns: table.tasks
@@ -72,7 +72,7 @@ class ScoreTable(NamedTuple):
         the ``.json`` gives the task of each column, the seed of each score, the folders, the
         metric and the normalisation. Returns both paths.
         """
-        from rl.files import atomic_write, write_json
+        from rl.host.files import atomic_write, write_json
 
         path = Path(path)
         if path.suffix != ".npz":

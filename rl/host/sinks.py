@@ -338,14 +338,14 @@ def summary_curves(metrics: Metrics, num_runs: int) -> list[tuple[str, np.ndarra
 
     ``<metric>/mean`` over runs for every metric (per-episode metrics over the runs that completed
     an episode in that update); with several runs, the per-episode metrics' spread over runs
-    (:func:`rl.aggregate.over_seeds`: ``/iqm``, ``/median``, ``/q05``, ``/q25``, ``/q75``, ``/q95``,
+    (:func:`rl.host.aggregate.over_seeds`: ``/iqm``, ``/median``, ``/q05``, ``/q25``, ``/q75``, ``/q95``,
     ``/min``, ``/max``); and ``episode_return/run_<i>`` per run up to 16 runs. The work grows with
     the updates and the metrics, not with the runs.
     """
     masked = masked_metrics(metrics)
     curves = [(f"{name}/mean", _run_mean(values)) for name, values in masked.items()]
     if num_runs > 1:
-        from rl.aggregate import QUANTILE_TAGS, over_seeds  # lazy: rl.aggregate imports this module
+        from rl.host.aggregate import QUANTILE_TAGS, over_seeds  # lazy: rl.host.aggregate imports this module
 
         for name in PER_EPISODE_METRICS:
             if name in masked:
@@ -363,7 +363,7 @@ class TensorBoardSink(_ClosingSink):
     steps_per_update``. Tags: ``<metric>/mean`` for every metric (per-episode metrics average only
     the runs that completed an episode in that update, and are skipped where none did), and
     ``episode_return/run_<i>`` per run when there are at most 16 runs. With several runs, the
-    per-episode metrics also get their spread over runs (:func:`rl.aggregate.over_seeds`):
+    per-episode metrics also get their spread over runs (:func:`rl.host.aggregate.over_seeds`):
     ``<metric>/iqm``, ``/median``, ``/q05``, ``/q25``, ``/q75``, ``/q95``, ``/min``, ``/max``. The
     run labels are logged once as text under ``run_labels``.
 
@@ -571,7 +571,7 @@ class WandbSink(_ClosingSink):
     def _write_state(self) -> None:
         if self._state_file is None:
             return
-        from rl.files import write_json
+        from rl.host.files import write_json
 
         record = {
             "id": self.run_id,

@@ -36,8 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from rl.files import atomic_write_path, fsync_dir
-from rl.sinks import INDEX_COLUMNS, _check_chunk, _ClosingSink, _label_columns, _naming, label_value, masked_metrics
+from rl.host.files import atomic_write_path, fsync_dir
+from rl.host.sinks import (
+    INDEX_COLUMNS,
+    _check_chunk,
+    _ClosingSink,
+    _label_columns,
+    _naming,
+    label_value,
+    masked_metrics,
+)
 
 __all__ = ["ParquetSink", "check_covers", "parts_folder", "read"]
 
@@ -92,7 +100,7 @@ def _write_table(table: Any, where: str) -> None:
 class ParquetSink(_ClosingSink):
     """Writes one row per (run, update) to ``path`` (``metrics.parquet``), a part per chunk.
 
-    A :class:`rl.sinks.MetricSink`; see the module docstring for the layout, crash safety and
+    A :class:`rl.host.sinks.MetricSink`; see the module docstring for the layout, crash safety and
     resume. Later chunks must carry the metric names of the first. A failed write raises
     ``OSError`` naming the file, and leaves the parts written before it.
 

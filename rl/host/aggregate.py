@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rl.sinks import _check_chunk, _FileSink, _naming, _open_for_rows, _sync, masked_metrics
+from rl.host.sinks import _check_chunk, _FileSink, _naming, _open_for_rows, _sync, masked_metrics
 
 __all__ = [
     "QUANTILES",
@@ -114,7 +114,7 @@ def over_seeds(values: np.ndarray) -> dict[str, np.ndarray]:
 def chunk_rows(metrics: Mapping[str, np.ndarray], first_update: int, steps_per_update: int) -> dict[str, np.ndarray]:
     """A chunk's ``[N, L]`` metrics as the rows of ``metrics_over_seeds.csv``: L x M rows, update-major.
 
-    The per-episode metrics are NaN where ``episodes == 0`` (see :func:`rl.sinks.masked_metrics`),
+    The per-episode metrics are NaN where ``episodes == 0`` (see :func:`rl.host.sinks.masked_metrics`),
     so their statistics are over the seeds where an episode ended. Columns: :data:`COLUMNS`;
     the statistics are float32 (the metrics' own precision) but ``count``.
     """
@@ -138,7 +138,7 @@ def chunk_rows(metrics: Mapping[str, np.ndarray], first_update: int, steps_per_u
 class AggregateCsvSink(_FileSink):
     """Writes ``metrics_over_seeds.csv``: per update and metric, statistics over the seeds.
 
-    A :class:`rl.sinks.MetricSink`. Each chunk appends L x M rows (see :func:`chunk_rows`) and is
+    A :class:`rl.host.sinks.MetricSink`. Each chunk appends L x M rows (see :func:`chunk_rows`) and is
     flushed and fsynced, as the other sinks are; a failed write raises ``OSError`` naming the
     file. Floats are written as the shortest decimal that round-trips in float32; an empty cell
     is a statistic over no seed.
@@ -173,7 +173,7 @@ def _cut_after(path: Path, update: int) -> None:
 
     Rewrites the file atomically, and only when something is cut.
     """
-    from rl.files import atomic_write
+    from rl.host.files import atomic_write
 
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]

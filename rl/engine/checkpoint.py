@@ -1,6 +1,6 @@
 """Checkpoints of the whole training carry, and stopping cleanly on a signal.
 
-A checkpoint holds, at a chunk boundary of :func:`rl.runner.run_batch`:
+A checkpoint holds, at a chunk boundary of :func:`rl.engine.runner.run_batch`:
 
 * ``state``: the complete training carry of all N runs (parameters, optimizer
   states, env states, PRNG keys, normalization statistics, replay buffers,

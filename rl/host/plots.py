@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from rl.files import atomic_write
-from rl.stats import BinnedCurve, learning_curve, too_few_for_ci
+from rl.host.files import atomic_write
+from rl.host.stats import BinnedCurve, learning_curve, too_few_for_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,7 +98,7 @@ def plot_curves(
     Args:
       path: PNG file to write.
       curves: label → ``(env_steps[U], mean[U], low[U], high[U])``, e.g. the fields of
-        :func:`rl.stats.learning_curve`; U may differ between curves. NaN points are left out and
+        :func:`rl.host.stats.learning_curve`; U may differ between curves. NaN points are left out and
         the line joins the finite ones.
       title: figure title.
       ylabel: y-axis label.
@@ -128,10 +128,10 @@ def learning_curve_figure(
 ) -> tuple[Figure, BinnedCurve]:
     """The figure :func:`plot_learning_curve` saves, and the curve drawn in it.
 
-    The episodes are binned over environment steps (:func:`rl.stats.learning_curve`), so the
+    The episodes are binned over environment steps (:func:`rl.host.stats.learning_curve`), so the
     curve is continuous for every agent, including off-policy agents with one env, which complete
     an episode only every few hundred updates. The band is the raw (unsmoothed) bootstrap band
-    over runs; with fewer than :data:`rl.stats.MIN_RUNS_FOR_CI` runs it is only their range and is
+    over runs; with fewer than :data:`rl.host.stats.MIN_RUNS_FOR_CI` runs it is only their range and is
     labelled so. With ``smooth`` > 1 the raw mean is drawn faintly under the smoothed one.
     """
     values = np.asarray(values, dtype=np.float64)
@@ -204,7 +204,7 @@ def plot_learning_curve(
       title: figure title.
       ylabel: y-axis label.
       num_bins: bins over env steps (None: about 2 episodes per run and bin, at most 100; see
-        :func:`rl.stats.default_num_bins`).
+        :func:`rl.host.stats.default_num_bins`).
       smooth: moving-average window in bins for the drawn mean (0 or 1: none); the band stays raw.
 
     Returns:

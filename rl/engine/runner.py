@@ -23,11 +23,11 @@ appeared in any ``*loss*``/``*grad*`` metric (or, for an agent without such
 metrics, in its parameters or optimizer state); the parameters and optimizer
 state are also checked once at the end of every chunk. Training stops at the end of the chunk where it first appears (status
 ``"diverged"``, see ``TrainResult.divergence``). With an
-``rl.checkpoint.Checkpointer`` the carry is saved every K chunks and at the
+``rl.engine.checkpoint.Checkpointer`` the carry is saved every K chunks and at the
 end (the chunk pipeline pauses only where a save is due), ``resume=True``
 continues from the newest checkpoint with the same chunk schedule (results
 are bit-identical to an uninterrupted run), and ``should_stop`` (e.g.
-``rl.checkpoint.StopOnSignals``) ends training early at a chunk boundary with
+``rl.engine.checkpoint.StopOnSignals``) ends training early at a chunk boundary with
 a checkpoint (status ``"interrupted"``).
 """
 
@@ -48,8 +48,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rl import distributed
 from rl.device.evaluation import evaluate_if_due
+from rl.engine import distributed
 from rl.errors import ConfigError
 
 PRNGKey = chex.PRNGKey
@@ -159,7 +159,7 @@ class TrainResult:
     ``metrics["episode_return"]`` and ``metrics["episode_length"]`` are the means over
     the episodes that ended in each update, and NaN where none ended
     (``metrics["episodes"] == 0``): a mean over updates must mask them
-    (``np.nanmean``, or :func:`rl.stats.mean_over_episodes` for the
+    (``np.nanmean``, or :func:`rl.host.stats.mean_over_episodes` for the
     episode-weighted mean). With evaluation episodes (``rl.device.evaluation``),
     ``metrics["eval_return"]`` and ``metrics["eval_length"]`` are NaN after the
     updates that were not evaluated. :meth:`save` writes the result as a run folder.
@@ -189,9 +189,9 @@ class TrainResult:
         ``env`` is the env id or ``MODULE:ATTRIBUTE`` spec the algorithm was made with (it is
         stored in ``config.json``, and ``envs.make(env)`` must build that env again); ``seeds``
         is needed only for a result of ``run_batch``; ``per_seed_metrics`` (``"auto"``, ``"csv"``,
-        ``"parquet"``, ``"none"``) picks the per-seed metric files. See :func:`rl.runs.save_run`.
+        ``"parquet"``, ``"none"``) picks the per-seed metric files. See :func:`rl.host.runs.save_run`.
         """
-        from rl.runs import save_run  # lazy: plotting and checkpoint backends
+        from rl.host.runs import save_run  # lazy: plotting and checkpoint backends
 
         return save_run(self, run_dir, env, seeds=seeds, per_seed_metrics=per_seed_metrics)
 
@@ -440,7 +440,7 @@ def run_batch(
     checks it for divergence and saves it before dispatching the next one.
 
     Args:
-      checkpointer: an ``rl.checkpoint.Checkpointer``; saves every
+      checkpointer: an ``rl.engine.checkpoint.Checkpointer``; saves every
         ``checkpointer.every`` chunks, at the end and on a stop request.
         A diverged state is never saved: the last good checkpoint stays.
       resume: continue from the checkpointer's newest checkpoint instead of
@@ -599,7 +599,7 @@ def episode_metrics_as_nan(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarr
     where ``episodes == 0``; on the host such a 0 would read as a
     measurement, so it becomes NaN. Other metrics are returned as they are.
     """
-    from rl.sinks import EPISODE_COUNT, PER_EPISODE_METRICS
+    from rl.host.sinks import EPISODE_COUNT, PER_EPISODE_METRICS
 
     counts = metrics.get(EPISODE_COUNT)
     if counts is None:
