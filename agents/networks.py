@@ -56,7 +56,8 @@ class MLP(hk.Module):
 
     Optional LayerNorm after each linear layer (PQN-style). With ``torso="cnn"`` an image
     batch `[B, H, W, C]` first goes through MinAtar's convolution (Young & Tian, 2019: 16
-    filters of 3x3, stride 1, no padding, ReLU) and the MLP reads its flattened output.
+    filters of 3x3, stride 1, no padding, ReLU; with ``layer_norm`` a LayerNorm over the
+    channels before the ReLU, as purejaxql's PQN) and the MLP reads its flattened output.
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class MLP(hk.Module):
         self.torso = torso
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = flat_features(x, self.torso, self.init)  # [B, features]
+        x = flat_features(x, self.torso, self.init, self.layer_norm)  # [B, features]
         for size in self.hidden_sizes:
             x = hk.Linear(size, w_init=weight_init(self.init, np.sqrt(2.0)), b_init=jnp.zeros)(x)
             if self.layer_norm:
@@ -85,15 +86,19 @@ class MLP(hk.Module):
         return x
 
 
-def flat_features(obs: jax.Array, torso: str = "mlp", init: str = "orthogonal") -> jax.Array:
+def flat_features(obs: jax.Array, torso: str = "mlp", init: str = "orthogonal", layer_norm: bool = False) -> jax.Array:
     """`[B, ...]` observations as `[B, features]` f32: flattened, after MinAtar's convolution
-    (16 filters of 3x3, stride 1, no padding, ReLU) when ``torso`` is "cnn"."""
+    (16 filters of 3x3, stride 1, no padding, ReLU) when ``torso`` is "cnn"; ``layer_norm`` puts
+    a LayerNorm over the channels between the convolution and the ReLU."""
     x = obs.astype(jnp.float32)
     if torso == "cnn":
         conv = hk.Conv2D(
             16, 3, stride=1, padding="VALID", w_init=weight_init(init, np.sqrt(2.0)), b_init=jnp.zeros, name="conv"
         )
-        x = jax.nn.relu(conv(x))
+        x = conv(x)
+        if layer_norm:
+            x = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name="conv_norm")(x)
+        x = jax.nn.relu(x)
     return x.reshape(x.shape[0], -1)
 
 

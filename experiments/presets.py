@@ -25,6 +25,9 @@ class Preset:
     # what the published figure averages: "eval" (evaluation episodes of the trained policy) or
     # "training" (training episodes, with exploration); experiments.validate compares like with like
     published_episodes: str = "training"
+    # how the source played its evaluation episodes: "greedy" (the most likely action) or
+    # "stochastic" (actions sampled from the policy); experiments.validate evaluates the same way
+    eval_mode: str = "greedy"
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. num_seeds for validation
 
 
@@ -569,5 +572,83 @@ register(
         config=dict(num_envs=16, num_steps=8, total_timesteps=100_000),
         hyper=dict(learning_rate=7e-4, meta_learning_rate=1e-3, gamma_init=0.99, lambda_init=0.9),
         source="this library's settings for meta-gradient RL (Xu et al., 2018) with an A2C learner",
+    )
+)
+
+
+# PPO on MinAtar at gymnax-blines' settings: the four agents/<game>-MinAtar/ppo.yaml files are
+# identical (64 envs x 128 steps, 8 minibatches, 4 epochs, Adam 5e-4 constant (lr_begin = lr_end,
+# so its warm-up changes nothing), gamma 0.999, GAE 0.95, clip 0.2, entropy 0.01, value 0.5, grad
+# norm 0.5, 1e7 steps) on separate ReLU MLPs of 2 x 256 over the flattened 10x10xC image. The
+# published figures (gymnax's README, from gymnax-blines) are the mean return of 164 evaluation
+# episodes with actions sampled from the policy (utils/ppo.py batch_evaluate), hence eval_mode.
+MINATAR_PPO = dict(
+    num_envs=64,
+    num_steps=128,
+    num_minibatches=8,
+    update_epochs=4,
+    total_timesteps=10_000_000,
+    hidden_sizes=(256, 256),
+    activation="relu",
+    anneal_lr=False,
+)
+MINATAR_PPO_HYPER = dict(
+    learning_rate=5e-4,
+    gamma=0.999,
+    gae_lambda=0.95,
+    clip_eps=0.2,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+)
+for _game, _published in (("Breakout", "28.0"), ("SpaceInvaders", "131.6"), ("Asterix", "15.0"), ("Freeway", "58.8")):
+    register(
+        Preset(
+            name=f"gymnax-blines-{_game.lower()}-minatar",
+            agent="ppo",
+            env=f"{_game}-MinAtar",
+            config=dict(MINATAR_PPO),
+            hyper=dict(MINATAR_PPO_HYPER),
+            source=f"gymnax-blines agents/{_game}-MinAtar/ppo.yaml and utils/models.py (Lange, 2022)",
+            published=f"{_published} (gymnax README, 1e7 steps, evaluation episodes with sampled actions)",
+            published_episodes="eval",
+            eval_mode="stochastic",
+        )
+    )
+
+# PQN on MinAtar as purejaxql's config/alg/pqn_minatar.yaml (Gallici et al., 2024): 128 envs x 32
+# steps, 32 minibatches, 2 epochs, RAdam 5e-4 decayed linearly, grad norm 10, gamma 0.99, Q(lambda)
+# 0.65, epsilon 1 -> 0.05 over the first 10% of updates, on purejaxql's CNN (16 3x3 filters, then
+# 128 units, layer norm after both). purejaxql also divides the 0/1 MinAtar planes by 255 before
+# its conv; the layer norm right after the conv undoes most of that scale (not all: its epsilon
+# then weighs more), and it is not replicated here. The paper gives MinAtar results as curves only.
+register(
+    Preset(
+        name="purejaxql-pqn-minatar-asterix",
+        agent="pqn",
+        env="Asterix-MinAtar",
+        config=dict(
+            num_envs=128,
+            num_steps=32,
+            num_minibatches=32,
+            update_epochs=2,
+            total_timesteps=10_000_000,
+            torso="cnn",
+            hidden_sizes=(128,),
+            activation="relu",
+            layer_norm=True,
+            anneal_lr=True,
+        ),
+        hyper=dict(
+            learning_rate=5e-4,
+            gamma=0.99,
+            q_lambda=0.65,
+            eps_start=1.0,
+            eps_end=0.05,
+            exploration_fraction=0.1,
+            max_grad_norm=10.0,
+        ),
+        source="purejaxql purejaxql/config/alg/pqn_minatar.yaml and pqn_minatar.py (Gallici et al., 2024)",
+        published=None,  # curves only
     )
 )

@@ -2,6 +2,7 @@
 
     python -m experiments.validate                        # every preset, 8 seeds each
     python -m experiments.validate --only cleanrl-dqn-cartpole --num-seeds 4
+    python -m experiments.validate --only gymnax-blines-breakout-minatar --total-timesteps 1000000
 
 Each preset of ``experiments.presets.PRESETS`` is trained at its published
 budget (its config as given, every other field at the agent's default) on
@@ -51,6 +52,10 @@ class ValidateArgs:
     """first seed; the runs use seed, ..., seed + num_seeds - 1"""
     out: str | None = None
     """results folder (default runs/validate-<timestamp>)"""
+    total_timesteps: int | None = None
+    """env steps per seed for every preset instead of its published budget (a reduced budget for a
+    small machine; the table's steps column says what ran, and the published figure's budget stays
+    in its text)"""
 
 
 @dataclass
@@ -74,12 +79,16 @@ class Row:
     eval_ci_high: float = float("nan")
     eval_per_seed: list[float] = dataclasses.field(default_factory=list)
     published_episodes: str = "training"  # what the published figure averages: "eval" or "training"
+    eval_mode: str = EVAL_MODE  # how the evaluation episodes chose actions: "greedy" or "stochastic"
+    budget: int | None = None  # the preset's own total_timesteps when --total-timesteps replaced it
 
 
-def build(preset) -> tuple[Any, Any]:
-    """The algorithm and hyperparameters a preset describes (nothing compiled).
+def build(preset, total_timesteps: int | None = None) -> tuple[Any, Any]:
+    """The algorithm and hyperparameters a preset describes (nothing compiled), at
+    ``total_timesteps`` env steps per seed if given.
 
-    The algorithm plays :data:`EVAL_EPISODES` evaluation episodes once, after its last update.
+    The algorithm plays :data:`EVAL_EPISODES` evaluation episodes once, after its last update,
+    choosing actions as the preset's source did (``Preset.eval_mode``).
     """
     import agents
     import envs
@@ -87,23 +96,29 @@ def build(preset) -> tuple[Any, Any]:
 
     module = agents.get(preset.agent)
     tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    config = dataclasses.replace(module.Config(), **tuples(preset.config))
+    fields = tuples(preset.config)
+    if total_timesteps is not None:
+        fields["total_timesteps"] = total_timesteps
+    config = dataclasses.replace(module.Config(), **fields)
     hyper = dataclasses.replace(module.Hyper(), **tuples(preset.hyper))
     hyper.validate()
     env, env_params = envs.make(preset.env)
     algo = module.make(config, env, env_params)
-    final_only = evaluation.EvalConfig(every=algo.num_updates, episodes=EVAL_EPISODES, mode=EVAL_MODE, seed=EVAL_SEED)
+    final_only = evaluation.EvalConfig(
+        every=algo.num_updates, episodes=EVAL_EPISODES, mode=preset.eval_mode, seed=EVAL_SEED
+    )
     return evaluation.with_evaluation(algo, env, env_params, final_only), hyper
 
 
-def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
-    """Train one preset on ``num_seeds`` seeds and summarise its final return."""
+def run_preset(preset, num_seeds: int, first_seed: int = 0, total_timesteps: int | None = None) -> Row:
+    """Train one preset on ``num_seeds`` seeds (at ``total_timesteps`` env steps each if given,
+    else at its own budget) and summarise its final return."""
     import rl
     from rl.device import evaluation
     from rl.host import stats
 
     start = time.perf_counter()
-    algo, hyper = build(preset)
+    algo, hyper = build(preset, total_timesteps)
     result = rl.train(algo, hyper, seeds=range(first_seed, first_seed + num_seeds))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], FINAL_FRACTION)
     mean, low, high = _mean_ci(final)
@@ -127,6 +142,8 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0) -> Row:
         eval_ci_high=eval_high,
         eval_per_seed=[float(x) for x in evaluated],
         published_episodes=preset.published_episodes,
+        eval_mode=preset.eval_mode,
+        budget=None if total_timesteps is None else preset.config.get("total_timesteps"),
     )
 
 
@@ -148,8 +165,9 @@ HEADER = (
 )
 NOTE = (
     "Training episodes: the last 5% of training, with exploration. Eval episodes: "
-    f"{EVAL_EPISODES} {EVAL_MODE} episodes per seed after the last update, the same start states for "
-    "every seed. In bold: the one of the same kind as the published figure.\n"
+    f"{EVAL_EPISODES} {EVAL_MODE} episodes per seed after the last update (sampled actions where the row "
+    "says so, as its source evaluated), the same start states for every seed. In bold: the one of the "
+    "same kind as the published figure.\n"
 )
 
 
@@ -162,8 +180,11 @@ def format_row(row: Row) -> str:
 
     training = cell(row.mean, row.ci_low, row.ci_high, "no episode ended", row.published_episodes == "training")
     evaluated = cell(row.eval_mean, row.eval_ci_low, row.eval_ci_high, "-", row.published_episodes == "eval")
+    if row.eval_mode != EVAL_MODE and evaluated != "-":
+        evaluated += f" ({row.eval_mode})"
+    steps = f"{row.steps:,}" + (f" (preset: {row.budget:,})" if row.budget is not None else "")
     return (
-        f"| {row.preset} | {row.agent} | {row.env} | {row.steps:,} | {row.num_seeds} | {training} | {evaluated} | "
+        f"| {row.preset} | {row.agent} | {row.env} | {steps} | {row.num_seeds} | {training} | {evaluated} | "
         f"{row.published or '-'} | {row.source} | {row.seconds / 60:.1f} |\n"
     )
 
@@ -184,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown preset(s) {unknown}; known: {', '.join(sorted(presets.PRESETS))}", file=sys.stderr)
         return 2
+    if args.total_timesteps is not None and args.total_timesteps < 1:
+        print(f"error: total_timesteps={args.total_timesteps} is invalid: must be a positive integer", file=sys.stderr)
+        return 2
     if args.num_seeds < 1:
         print(f"error: num_seeds={args.num_seeds} is invalid: must be a positive integer", file=sys.stderr)
         return 2
@@ -200,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(where + NOTE + "\n" + HEADER, end="", flush=True)
     for name in names:
         try:
-            row = run_preset(presets.get(name), args.num_seeds, args.seed)
+            row = run_preset(presets.get(name), args.num_seeds, args.seed, args.total_timesteps)
         except ConfigError as err:
             print(f"| {name} | error: {err} |", flush=True)
             continue

@@ -43,6 +43,22 @@ def test_flat_features_applies_minatar_convolution():
     assert plain.apply(plain.init(jax.random.key(0), x), x).shape == (3, 400) and not plain.init(jax.random.key(0), x)
 
 
+def test_cnn_layer_norm_normalises_each_position_over_the_channels_before_the_relu():
+    # purejaxql's PQN CNN: conv -> LayerNorm -> ReLU. At init (scale 1, offset 0) the 16
+    # pre-ReLU channels of every position have mean 0 and variance 1.
+    import haiku as hk
+
+    fn = hk.without_apply_rng(hk.transform(lambda x: networks.flat_features(x, "cnn", layer_norm=True)))
+    x = jax.random.bernoulli(jax.random.key(1), 0.3, (2, 10, 10, 4)).astype(jnp.float32)
+    params = fn.init(jax.random.key(0), x)
+    assert params["conv_norm"]["scale"].shape == (16,)
+    pre = hk.without_apply_rng(hk.transform(lambda x: hk.Conv2D(16, 3, padding="VALID", name="conv")(x)))
+    z = pre.apply({"conv": params["conv"]}, x)
+    normed = (z - z.mean(-1, keepdims=True)) / jnp.sqrt(z.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(fn.apply(params, x), jax.nn.relu(normed).reshape(2, -1), atol=1e-5)
+    assert "conv_norm" not in hk.transform(lambda x: networks.flat_features(x, "cnn")).init(jax.random.key(0), x)
+
+
 @pytest.mark.parametrize("agent", sorted(TINY))
 def test_cnn_torso_trains_on_images(agent):
     module = agents.get(agent)

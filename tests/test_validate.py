@@ -56,11 +56,45 @@ def test_eval_presets_are_the_ones_published_as_evaluation_episodes():
     assert algo.evaluation.every == algo.num_updates and algo.evaluation.config.episodes == validate.EVAL_EPISODES
 
 
+def test_presets_evaluate_as_their_source_and_a_reduced_budget_is_said():
+    # gymnax-blines evaluates PPO with sampled actions; the validation does the same for its presets
+    modes = {name: p.eval_mode for name, p in presets.PRESETS.items()}
+    assert set(modes.values()) == {"greedy", "stochastic"}
+    minatar = presets.get("gymnax-blines-breakout-minatar")
+    algo, _ = validate.build(minatar, total_timesteps=64 * 128 * 3)
+    assert algo.evaluation.config.mode == "stochastic" and algo.num_updates == 3
+    assert validate.build(presets.get("purejaxrl-cartpole"))[0].evaluation.config.mode == "greedy"
+    row = validate.Row(
+        preset="p",
+        agent="ppo",
+        env="Breakout-MinAtar",
+        steps=1_000_000,
+        num_seeds=4,
+        mean=10.0,
+        ci_low=9.0,
+        ci_high=11.0,
+        per_seed=[],
+        published="28.0",
+        source="src",
+        seconds=60.0,
+        eval_mean=12.0,
+        eval_ci_low=11.0,
+        eval_ci_high=13.0,
+        published_episodes="eval",
+        eval_mode="stochastic",
+        budget=10_000_000,
+    )
+    assert "| 1,000,000 (preset: 10,000,000) | 4 | 10.0 [9.0, 11.0] | **12.0 [11.0, 13.0]** (stochastic) |" in (
+        validate.format_row(row)
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--only", "nope"], "unknown preset(s) ['nope']"),
         (["--num-seeds", "0"], "num_seeds=0 is invalid"),
+        (["--total-timesteps", "0"], "total_timesteps=0 is invalid"),
     ],
 )
 def test_bad_arguments_fail_before_anything_runs(argv, message, capsys, tmp_path):
