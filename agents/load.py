@@ -203,14 +203,15 @@ def _recurrent(rec: Any, normalizer: Any, params: Any, stats: Any, obs_ndim: int
 
 
 def _rebuild(default: Any, values: dict[str, Any]) -> Any:
-    """A config/hyper dataclass from its saved JSON fields (lists back to tuples)."""
-    import dataclasses
+    """A config/hyper dataclass from its saved JSON fields (``rl.host.runs.config_from_json``)."""
+    from rl.host.runs import UnknownFields, config_from_json
 
-    names = {f.name for f in dataclasses.fields(default)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"config.json sets fields {unknown} that {type(default).__qualname__} no longer has")
-    return dataclasses.replace(default, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    try:
+        return config_from_json(default, values)
+    except UnknownFields as err:
+        raise ValueError(
+            f"config.json sets fields {err.unknown} that {type(default).__qualname__} no longer has"
+        ) from None
 
 
 def _pick(seeds: list[int], seed: int | None, run: int | None) -> int:

@@ -387,9 +387,9 @@ def return_stats(per_seed: Any) -> dict[str, float | None]:
 def _ppo_settings(spec: dict[str, Any]) -> tuple[Any, Any]:
     """(ppo.Config, ppo.Hyper) from a spec's JSON (lists back to tuples)."""
     from agents import ppo
+    from rl.host.runs import config_from_json
 
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
-    return ppo.Config(**config), ppo.Hyper(**spec["hyper"])
+    return config_from_json(ppo.Config(), spec["config"]), config_from_json(ppo.Hyper(), spec["hyper"])
 
 
 def _compile_and_run(fn: Callable, *args: Any) -> tuple[float, float, Any]:

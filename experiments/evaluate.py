@@ -24,7 +24,6 @@ MountainCar(Continuous); for any other environment it says so and skips the GIF.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -355,26 +354,16 @@ def check_new_file(path: str | None, flag: str) -> None:
 
 
 def write_new_json(path: Path, data: Any) -> None:
-    """Write JSON to a new file atomically, never replacing one (``os.link`` refuses an existing name)."""
-    import os
-    import tempfile
+    """Write JSON to a new file atomically, never replacing one (``rl.host.files.write_json``)."""
+    from rl.host.files import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(data, indent=2, default=_jsonable).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        try:
-            os.link(tmp, path)  # atomic, and fails if the name was taken meanwhile
-        except FileExistsError:
-            raise UsageError(
-                f"--out {str(path)!r} was created by someone else meanwhile; it is not replaced, choose a new file name"
-            ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        write_json(path, data, default=_jsonable, replace=False)  # refuses a name taken meanwhile
+    except FileExistsError:
+        raise UsageError(
+            f"--out {str(path)!r} was created by someone else meanwhile; it is not replaced, choose a new file name"
+        ) from None
 
 
 def check_memory(loaded: Any, num_runs: int, args: EvalArgs) -> None:

@@ -16,7 +16,7 @@ elements with ``x``: ``--grid hidden_sizes=64x64,256x256`` sweeps two
 architectures; booleans are ``true``/``false``; ``none`` where a field allows it.
 
 The report folder (``runs/<timestamp>-sweep-<agent>-<env>/`` or ``--out``) is
-described in ``rl/sweep.py``; its ``best_preset.json`` trains the winner:
+described in ``rl/sweep/__init__.py``; its ``best_preset.json`` trains the winner:
 ``python -m experiments.train ppo --preset-file .../best_preset.json``.
 
 Multi-host: run the same command on every host with

@@ -150,13 +150,16 @@ def _take_flag(argv: list[str], flag: str) -> str | None:
 
 
 def _replace_fields(obj: Any, values: dict[str, Any], what: str) -> Any:
+    from rl.host.runs import UnknownFields, config_from_json
+
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise UsageError(f"{what}: the fields must be a JSON object of name: value, not {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(obj)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UsageError(f"{what} sets unknown field(s) {unknown}; fields are: {', '.join(sorted(names))}")
-    return dataclasses.replace(obj, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    try:
+        return config_from_json(obj, values)
+    except UnknownFields as err:
+        raise UsageError(
+            f"{what} sets unknown field(s) {err.unknown}; fields are: {', '.join(sorted(err.names))}"
+        ) from None
 
 
 MAX_PRESET_FILE_BYTES = 1 << 20  # a preset is a few hundred bytes of JSON

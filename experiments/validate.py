@@ -93,14 +93,12 @@ def build(preset, total_timesteps: int | None = None) -> tuple[Any, Any]:
     import agents
     import envs
     from rl.device import evaluation
+    from rl.host.runs import config_from_json
 
     module = agents.get(preset.agent)
-    tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    fields = tuples(preset.config)
-    if total_timesteps is not None:
-        fields["total_timesteps"] = total_timesteps
-    config = dataclasses.replace(module.Config(), **fields)
-    hyper = dataclasses.replace(module.Hyper(), **tuples(preset.hyper))
+    fields = preset.config if total_timesteps is None else {**preset.config, "total_timesteps": total_timesteps}
+    config = config_from_json(module.Config(), fields)
+    hyper = config_from_json(module.Hyper(), preset.hyper)
     hyper.validate()
     env, env_params = envs.make(preset.env)
     algo = module.make(config, env, env_params)
@@ -121,9 +119,9 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0, total_timesteps: int
     algo, hyper = build(preset, total_timesteps)
     result = rl.train(algo, hyper, seeds=range(first_seed, first_seed + num_seeds))
     final = stats.final_return(result.metrics["episode_return"], result.metrics["episodes"], FINAL_FRACTION)
-    mean, low, high = _mean_ci(final)
+    mean, low, high = stats.finite_interval(final)  # over the seeds with a score; NaN if none
     evaluated, _ = evaluation.final_eval_returns(result.metrics[evaluation.EVAL_RETURN])
-    eval_mean, eval_low, eval_high = _mean_ci(evaluated)
+    eval_mean, eval_low, eval_high = stats.finite_interval(evaluated)
     return Row(
         preset=preset.name,
         agent=preset.agent,
@@ -145,17 +143,6 @@ def run_preset(preset, num_seeds: int, first_seed: int = 0, total_timesteps: int
         eval_mode=preset.eval_mode,
         budget=None if total_timesteps is None else preset.config.get("total_timesteps"),
     )
-
-
-def _mean_ci(per_seed: np.ndarray) -> tuple[float, float, float]:
-    """Mean over the seeds with a score and its 95% bootstrap interval (NaN when none has one)."""
-    from rl.host import stats
-
-    valid = per_seed[np.isfinite(per_seed)]
-    if not valid.size:
-        return float("nan"), float("nan"), float("nan")
-    low, high = stats.bootstrap_ci(valid)
-    return float(np.mean(valid)), float(low), float(high)
 
 
 HEADER = (

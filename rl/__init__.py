@@ -9,6 +9,6 @@
 
 from rl.engine.runner import Algorithm, ChunkReport, TrainResult, run_batch, train
 from rl.errors import ConfigError
-from rl.sweep import SweepResult, sweep  # binds rl.sweep to the function (the module: `from rl.sweep import ...`)
+from rl.sweep import SweepResult, sweep  # binds rl.sweep to the function (the package: `from rl.sweep import ...`)
 
 __all__ = ["Algorithm", "ChunkReport", "ConfigError", "SweepResult", "TrainResult", "run_batch", "sweep", "train"]

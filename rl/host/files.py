@@ -17,11 +17,14 @@ _UMASK = os.umask(0)  # read once: os.umask can only be read by setting it
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, replace: bool = True) -> Path:
     """``write(file)`` into a temporary file beside ``path``, fsync, then rename over ``path``.
 
     A crash leaves the old file or the new one, never half of one. The file gets the usual
-    mode (0666 less the umask; ``mkstemp`` alone makes 0600). Returns ``path``.
+    mode (0666 less the umask; ``mkstemp`` alone makes 0600). With ``replace=False`` an existing
+    ``path`` is never replaced: the new file is linked to the name (atomic, and refused with
+    ``FileExistsError`` when the name is taken, even by a file that appeared meanwhile).
+    Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +35,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -61,11 +68,14 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], objec
     return path
 
 
-def write_json(path: str | os.PathLike[str], data: Any, default: Callable[[Any], Any] | None = None) -> Path:
+def write_json(
+    path: str | os.PathLike[str], data: Any, default: Callable[[Any], Any] | None = None, *, replace: bool = True
+) -> Path:
     """``data`` as indented JSON (with a final newline), written atomically; ``default`` as in
-    ``json.dumps`` for values JSON does not know."""
+    ``json.dumps`` for values JSON does not know; ``replace=False``: never over an existing file
+    (:func:`atomic_write`)."""
     text = json.dumps(data, indent=2, default=default) + "\n"
-    return atomic_write(path, lambda file: file.write(text.encode()))
+    return atomic_write(path, lambda file: file.write(text.encode()), replace=replace)
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

@@ -224,32 +224,44 @@ def plot_final_vs_param(
     log_x: bool = False,
     title: str | None = None,
     ylabel: str = "final return",
+    join: bool = True,
 ) -> Path:
     """Plot final performance against one swept hyperparameter, with confidence intervals.
 
     Args:
       path: PNG file to write.
-      param_values: ``[C]`` value of the hyperparameter per configuration (any order).
+      param_values: ``[C]`` value of the hyperparameter per configuration (any order). Values
+        that are not numbers (text, e.g. ``"64x64"``, or booleans) are categories: drawn evenly
+        spaced in the order given, labelled with their text, not joined.
       finals_mean: ``[C]`` mean final return per configuration (NaN points are left out).
       finals_low: ``[C]`` lower end of its confidence interval.
       finals_high: ``[C]`` upper end of its confidence interval.
       param_name: x-axis label, e.g. ``"learning_rate"``.
-      log_x: log-scaled x axis (learning rates, entropy coefficients); needs positive values.
+      log_x: log-scaled x axis (learning rates, entropy coefficients); needs positive numbers.
       title: figure title; defaults to ``"<ylabel> vs <param_name>"``.
       ylabel: y-axis label.
+      join: join the points with a line (False: points only, e.g. random-search draws).
 
     Returns:
       The path written.
     """
-    curve = _check_curve(param_name, Curve(param_values, finals_mean, finals_low, finals_high))
-    if log_x and np.any(curve.env_steps <= 0):
-        raise ValueError(f"log_x needs positive {param_name} values, got {curve.env_steps.tolist()}.")
+    values = np.asarray(param_values)
+    categorical = values.dtype.kind not in "iuf"
+    positions = np.arange(values.size) if categorical else values
+    curve = _check_curve(param_name, Curve(positions, finals_mean, finals_low, finals_high))
     shown = np.flatnonzero(np.isfinite(curve.mean))
-    order = shown[np.argsort(curve.env_steps[shown])]
+    if log_x and (categorical or np.any(curve.env_steps[shown] <= 0)):
+        raise ValueError(f"log_x needs positive {param_name} values, got {values.tolist()}.")
+    order = shown if categorical else shown[np.argsort(curve.env_steps[shown])]
     x, mean, low, high = (array[order] for array in curve)
-    figure = _new_figure(title or f"{ylabel} vs {param_name}", param_name, ylabel)
+    figure = _new_figure("", param_name, ylabel)
     axes = figure.axes[0]
-    axes.errorbar(x, mean, yerr=np.stack([mean - low, high - mean]), marker="o", capsize=4)
+    axes.set_title(title or f"{ylabel} vs {param_name}", fontsize="medium")  # a sweep's titles are long
+    if categorical:
+        x = np.arange(order.size)
+        axes.set_xticks(x, [str(values[i]) for i in order])
+    linestyle = "-" if join and not categorical else "none"
+    axes.errorbar(x, mean, yerr=np.stack([mean - low, high - mean]), marker="o", capsize=4, linestyle=linestyle)
     if log_x:
         axes.set_xscale("log")
     return save_png_atomically(figure, path)

@@ -8,6 +8,9 @@ only when :meth:`Progress.advance` is given it (``run_seconds``, e.g.
 entering. When the output is not a terminal (CI logs, files, pipes) it prints one concise plain
 line per :meth:`Progress.advance` instead, so logs stay readable and nothing depends on terminal
 control codes. With ``enabled=False`` it prints nothing.
+
+The sweep's bar (``rl.sweep.run.SweepProgress``) is this class with another label and unit: the
+env steps of all its runs together, and a note in place of the return.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ def _format_return(mean_return: float | None) -> str:
 
 def format_line(done: int, total: int, steps_per_second: float, mean_return: float | None) -> str:
     """One plain progress line, e.g. ``[ 50.0%] env steps 1,000/2,000 per run | 8,000 steps/s | return 21.50``."""
+    return _plain_line("env steps", "per run", done, total, steps_per_second, f"return {_format_return(mean_return)}")
+
+
+def _plain_line(what: str, unit: str, done: int, total: int, steps_per_second: float, note: str) -> str:
     percent = 100.0 * done / total
-    return (
-        f"[{percent:5.1f}%] env steps {done:,}/{total:,} per run | "
-        f"{steps_per_second:,.0f} steps/s | return {_format_return(mean_return)}"
-    )
+    return f"[{percent:5.1f}%] {what} {done:,}/{total:,} {unit} | {steps_per_second:,.0f} steps/s | {note}"
 
 
 class Progress:
@@ -62,6 +66,7 @@ class Progress:
       enabled: False prints nothing at all.
       start_env_steps: environment steps per run already done (when resuming a checkpoint).
       file: where to write; None means ``sys.stdout`` at the time of writing.
+      verbose: False also silences :meth:`say`.
 
     Usage::
 
@@ -70,6 +75,11 @@ class Progress:
                 progress.advance(chunk_env_steps_per_run, mean_return)
     """
 
+    label = "training"  # the bar's label
+    line_label = "env steps"  # a plain line's words before the counts
+    unit = "per run"  # after the counts
+    first_note = "return n/a"  # the bar's note before the first chunk
+
     def __init__(
         self,
         total_env_steps: int,
@@ -77,6 +87,7 @@ class Progress:
         enabled: bool = True,
         start_env_steps: int = 0,
         file: IO[str] | None = None,
+        verbose: bool = True,
     ) -> None:
         if total_env_steps <= 0 or num_runs <= 0:
             raise ValueError(f"need total_env_steps > 0 and num_runs > 0, got {total_env_steps} and {num_runs}.")
@@ -85,6 +96,7 @@ class Progress:
         self.total_env_steps = total_env_steps
         self.num_runs = num_runs
         self.enabled = enabled
+        self.verbose = verbose
         self.done = start_env_steps
         self._start_env_steps = start_env_steps
         self._file = file
@@ -100,7 +112,7 @@ class Progress:
         if self._bar is not None:
             self._bar.start()
             self._task = self._bar.add_task(
-                "training", total=self.total_env_steps, completed=self.done, rate="", mean_return="n/a"
+                self.label, total=self.total_env_steps, completed=self.done, rate="", note=self.first_note
             )
         return self
 
@@ -122,9 +134,9 @@ class Progress:
         return rich.progress.Progress(
             rich.progress.TextColumn("[bold]{task.description}"),
             rich.progress.BarColumn(),
-            rich.progress.TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per run"),
+            rich.progress.TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps " + self.unit),
             rich.progress.TextColumn("{task.fields[rate]}"),
-            rich.progress.TextColumn("return {task.fields[mean_return]}"),
+            rich.progress.TextColumn("{task.fields[note]}"),
             rich.progress.TimeElapsedColumn(),
             rich.progress.TimeRemainingColumn(),
             console=console,
@@ -141,8 +153,21 @@ class Progress:
         elapsed = time.monotonic() - self._start_time if self._run_seconds is None else self._run_seconds
         return self.num_runs * (self.done - self._start_env_steps) / max(elapsed, 1e-9)
 
+    def say(self, line: str) -> None:
+        """A message: above the bar on a terminal, else a plain line; nothing when not verbose."""
+        if not self.verbose:
+            return
+        if self._bar is not None:
+            self._bar.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, file=self._file or sys.stdout, flush=True)
+
     def advance(
-        self, env_steps_per_run_done: int, mean_return: float | None = None, run_seconds: float | None = None
+        self,
+        env_steps_per_run_done: int,
+        mean_return: float | None = None,
+        run_seconds: float | None = None,
+        note: str | None = None,
     ) -> None:
         """Record `env_steps_per_run_done` more environment steps per run (a delta, not a total).
 
@@ -154,6 +179,7 @@ class Progress:
             episode ended.
           run_seconds: seconds spent running all the steps done since entering, compilation
             excluded (``ChunkReport.elapsed_seconds``); the rate is then steps / run_seconds.
+          note: what to show in place of ``return <mean_return>`` (the sweep's running return).
         """
         if self._start_time is None:
             raise RuntimeError("Progress.advance called outside its context; use `with Progress(...) as progress:`.")
@@ -165,13 +191,9 @@ class Progress:
         if not self.enabled:
             return
         rate = self.steps_per_second()
+        note = f"return {_format_return(mean_return)}" if note is None else note
         if self._bar is not None and self._task is not None:
-            self._bar.update(
-                self._task,
-                completed=self.done,
-                rate=f"{rate:,.0f} steps/s",
-                mean_return=_format_return(mean_return),
-            )
+            self._bar.update(self._task, completed=self.done, rate=f"{rate:,.0f} steps/s", note=note)
         else:
-            line = format_line(self.done, self.total_env_steps, rate, mean_return)
+            line = _plain_line(self.line_label, self.unit, self.done, self.total_env_steps, rate, note)
             print(line, file=self._file or sys.stdout, flush=True)

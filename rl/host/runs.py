@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,10 @@ from rl.host.files import atomic_write, write_json
 
 __all__ = [
     "FEW_SEEDS",
-    "FINAL_FRACTION",
     "PER_SEED_FORMATS",
+    "UnknownFields",
+    "config_from_json",
+    "config_to_json",
     "describe_final_eval_return",
     "describe_final_return",
     "final_eval_return_summary",
@@ -68,7 +70,6 @@ __all__ = [
     "writes_params_npz",
 ]
 
-FINAL_FRACTION = stats.FINAL_FRACTION
 # Up to this many seeds a run folder keeps per-seed detail by default: metrics.csv and
 # metrics.jsonl rows, params.npz, and every seed's final return in the terminal.
 FEW_SEEDS = 32
@@ -86,7 +87,7 @@ SAVED_BY = "rl.TrainResult.save"
 def final_return_summary(
     episode_return: np.ndarray,
     episodes: np.ndarray,
-    fraction: float = FINAL_FRACTION,
+    fraction: float = stats.FINAL_FRACTION,
     seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The final-return fields of ``summary.json`` for ``[N, U]`` per-update metrics.
@@ -291,6 +292,31 @@ def _jsonable(tree: Any) -> Any:
     return tree
 
 
+def config_to_json(config: Any) -> dict[str, Any]:
+    """A ``Config`` or ``Hyper`` dataclass as ``config.json`` stores it: tuples as lists, NumPy
+    scalars as plain numbers. :func:`config_from_json` reads it back."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+class UnknownFields(ValueError):
+    """Saved fields that the dataclass does not have: ``unknown`` (sorted) and ``names`` (its fields)."""
+
+    def __init__(self, unknown: list[str], names: set[str]) -> None:
+        super().__init__(f"unknown field(s) {unknown}")
+        self.unknown, self.names = unknown, names
+
+
+def config_from_json(default: Any, values: Mapping[str, Any]) -> Any:
+    """``default`` (a ``Config`` or ``Hyper``) with the fields saved in JSON (``config.json``, a
+    preset, a sweep's ``best_preset.json``): lists back to tuples. Raises :class:`UnknownFields`
+    (a ValueError) for fields ``default`` does not have; callers word the message."""
+    names = {f.name for f in dataclasses.fields(default)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UnknownFields(unknown, names)
+    return dataclasses.replace(default, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def _check_env(env: str, algo: Any, params: Any) -> None:
     """``envs.make(env)`` must build an env whose observations the trained policy accepts."""
     import jax
@@ -382,7 +408,7 @@ def save_run(
             "checkpoint_every": 0,
             "keep_checkpoints": 1,
             "per_seed_metrics": per_seed,
-            "config": _jsonable(dataclasses.asdict(algo.config)),
+            "config": config_to_json(algo.config),
             "hyper": hyper,
             "jax_version": jax.__version__,
             "devices": [str(d) for d in devices],

@@ -40,6 +40,7 @@ __all__ = [
     "bootstrap_ci",
     "curve_mean_ci",
     "final_return",
+    "finite_interval",
     "iqm",
     "learning_curve",
     "mean_over_episodes",
@@ -216,6 +217,25 @@ def bootstrap_ci(
     )
     low, high = np.quantile(estimates, _interval_quantiles(confidence))
     return float(low), float(high)
+
+
+def finite_interval(
+    x: np.ndarray,
+    statistic: AxisStatistic = np.mean,
+    confidence: float = 0.95,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+) -> Interval:
+    """`statistic` of the finite values in `x` with their percentile bootstrap interval (:func:`bootstrap_ci`).
+
+    NaN scores (runs that finished no episode) are left out; when none is left every field is NaN.
+    """
+    x = np.asarray(x)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    low, high = bootstrap_ci(x, confidence, num_resamples, seed, statistic)
+    return Interval(float(statistic(x, axis=None)), low, high)
 
 
 def _as_score_matrix(scores: np.ndarray) -> np.ndarray:

@@ -1,0 +1,252 @@
+"""Running a sweep: :func:`sweep` trains every compile group of its plan and reports.
+
+Each group of the plan (``rl.sweep.plan``) is one ``rl.engine.runner.run_batch`` over all its
+configurations x seeds; one progress bar (:class:`SweepProgress`, the host's
+``rl.host.progress.Progress``) counts the env steps of every run. The result is a
+:class:`SweepResult`; its summary, table and report files come from ``rl.sweep.report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import jax
+import numpy as np
+
+from rl.device.evaluation import EVAL_RETURN, final_eval_returns, with_evaluation
+from rl.engine import distributed
+from rl.engine.runner import ChunkReport, make_mesh, run_batch
+from rl.errors import ConfigError
+from rl.host import stats
+from rl.host.files import write_json
+from rl.host.progress import Progress
+from rl.sweep.plan import SweepPlan, _group_label, _resolve_env, _stacked_inputs, plan
+from rl.sweep.report import (
+    _plan_record,
+    _prepare_out,
+    best_preset,
+    print_ranking,
+    results_table,
+    summarize,
+    write_report,
+)
+from rl.sweep.space import _display
+
+__all__ = ["SweepProgress", "SweepResult", "sweep"]
+
+
+class SweepProgress(Progress):
+    """One bar for the whole sweep: the env steps of all its runs (configurations x seeds x steps).
+
+    The host's progress bar (a rich bar on a terminal, else one plain line per chunk, e.g.
+    ``[ 50.0%] sweep env steps 16,384/32,768 (4 configs x 2 seeds x steps) | ... | return 21.5``),
+    counting every run's steps together; silent when disabled (e.g. on processes > 0), and
+    :meth:`say` prints only when ``verbose``.
+    """
+
+    label = "sweep"
+    line_label = "sweep env steps"
+    first_note = "compiling"
+
+    def __init__(self, total: int, what: str, enabled: bool = True, verbose: bool = True, file: IO[str] | None = None):
+        self.unit = f"({what})"
+        super().__init__(total, num_runs=1, enabled=enabled, file=file, verbose=verbose)
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: raw curves, the tidy table, per-configuration statistics."""
+
+    plan: SweepPlan
+    metrics: list[dict[str, np.ndarray]]  # per configuration: each metric [S, U] (seeds in plan order)
+    env_steps: list[np.ndarray]  # per configuration: [U] env steps per run at each update
+    final: np.ndarray  # [C, S] final return per configuration and seed (NaN: no episode ended)
+    summary: Any  # pandas DataFrame, one row per configuration, sorted by rank
+    compile_seconds: float
+    run_seconds: float
+    out: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> int:
+        """Index of the best configuration (rank 1)."""
+        return int(self.summary.iloc[0]["config"])
+
+    def best_values(self) -> dict[str, Any]:
+        return dict(self.plan.configs[self.best])
+
+    def table(self) -> Any:
+        """The tidy results (pandas): one row per configuration x seed x update."""
+        return results_table(self)
+
+    def best_preset(self) -> dict[str, Any]:
+        return best_preset(self)
+
+
+def sweep(
+    agent: types.ModuleType,
+    env: Any = "CartPole-v1",
+    *,
+    grid: Mapping[str, Any] | None = None,
+    sample: Mapping[str, Any] | None = None,
+    num_samples: int | None = None,
+    seeds: int | Sequence[int] = 8,
+    config: Any = None,
+    hyper: Any = None,
+    sample_seed: int = 0,
+    num_chunks: int = 10,
+    pad: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    env_params: Any = None,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    plot_top: int = 10,
+    file: IO[str] | None = None,
+    evaluation: Any = None,
+) -> SweepResult:
+    """Train every configuration x seed and rank the configurations.
+
+    Args:
+      agent: an agent module (``agents.get("ppo")``): ``Config``, ``Hyper``, ``make``.
+      env: an env id for ``envs.make``, or an env object together with ``env_params``.
+      grid: name -> values (a list, or text ``"1e-4,3e-4"``); the sweep takes their product.
+      sample: name -> :class:`Distribution` or text ``"loguniform:1e-5:1e-2"``,
+        ``"uniform:0:0.1"``, ``"choice:64,128"``; ``num_samples`` draws each, combined
+        with every grid point.
+      num_samples: number of random draws (required with ``sample``).
+      seeds: a number of seeds (0..n-1) or the seeds themselves; every configuration
+        runs every seed.
+      config, hyper: the base settings the swept names override (agent defaults).
+      sample_seed: seed of the random search draws (the same on every host).
+      num_chunks: host round trips per compile group (progress granularity).
+      pad: pad a group whose runs do not divide the device count with duplicate runs
+        (dropped from every output); False refuses such a sweep.
+      mesh: 1-D device mesh (default: every device of every process).
+      out: folder for the report (must not exist or be empty); None writes nothing.
+      progress: show the sweep's progress bar (configurations x seeds x env steps).
+      verbose: print the plan (compiles, padding) first and the ranking and best
+        configuration at the end.
+      plot_top: configurations drawn in the learning-curve and profile plots (0 = all).
+      file: where messages and the bar go (default stdout).
+      evaluation: an ``rl.device.evaluation.EvalConfig``: every run plays evaluation episodes in the
+        jitted program (the same start states for all), and the configurations are scored and
+        ranked by the final evaluation return instead of the training episodes' (kept in
+        ``result.extra["final_training"]``). None (default): no evaluation episodes.
+
+    Raises:
+      ConfigError: for an unknown name (the message lists the sweepable ones), an
+        empty or malformed value list, invalid values, or runs that do not divide
+        the devices with ``pad=False``; before anything compiles.
+    """
+    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ConfigError("num_chunks", num_chunks, "must be a positive integer")
+    if isinstance(plot_top, bool) or not isinstance(plot_top, int) or plot_top < 0:
+        raise ConfigError("plot_top", plot_top, "must be an integer >= 0 (0 plots every configuration)")
+    if evaluation is not None:
+        evaluation.validate()
+    the_plan = plan(
+        agent,
+        env,
+        grid=grid,
+        sample=sample,
+        num_samples=num_samples,
+        seeds=seeds,
+        config=config,
+        hyper=hyper,
+        sample_seed=sample_seed,
+        pad=pad,
+        mesh=mesh,
+        env_params=env_params,
+    )
+    mesh = make_mesh() if mesh is None else mesh
+    primary = distributed.is_primary()
+    if evaluation is not None:
+        _, env_obj, env_params_obj = _resolve_env(env, env_params)
+        for g in the_plan.groups:
+            g.algo = with_evaluation(g.algo, env_obj, env_params_obj, evaluation)
+    out_dir = _prepare_out(out) if primary and out is not None else (Path(out) if out is not None else None)
+    distributed.assert_same_on_all_processes(
+        {
+            "configs": [{k: _display(v) for k, v in c.items()} for c in the_plan.configs],
+            "seeds": the_plan.seeds,
+            "num_chunks": num_chunks,
+        },
+        "the sweep's configurations and seeds",
+    )
+    if primary and out_dir is not None:
+        record = _plan_record(the_plan, num_chunks, mesh)
+        record["evaluation"] = None if evaluation is None else dataclasses.asdict(evaluation)
+        write_json(out_dir / "sweep.json", record, default=str)
+
+    total = sum(g.num_runs * g.algo.num_updates * g.algo.steps_per_update for g in the_plan.groups)
+    what = f"{len(the_plan.configs)} configs x {len(the_plan.seeds)} seeds x steps"
+    num_seeds = len(the_plan.seeds)
+    metrics: list[dict[str, np.ndarray] | None] = [None] * len(the_plan.configs)
+    env_steps: list[np.ndarray | None] = [None] * len(the_plan.configs)
+    compile_seconds = run_seconds = 0.0
+    with SweepProgress(total, what, enabled=progress and primary, verbose=verbose and primary, file=file) as bar:
+        for line in the_plan.describe():
+            bar.say(line)
+        for gi, g in enumerate(the_plan.groups):
+            keys, hypers = _stacked_inputs(g, the_plan.seeds)
+            real = g.num_runs
+            if len(the_plan.groups) > 1:
+                bar.say(
+                    f"compile group {gi + 1}/{len(the_plan.groups)}{_group_label(g)}: "
+                    f"{len(g.config_ids)} configuration(s) x {num_seeds} seeds ..."
+                )
+
+            def on_chunk(report: ChunkReport, g=g, real=real, before=run_seconds) -> None:
+                ret, n = report.metrics["episode_return"][:real, -1], report.metrics["episodes"][:real, -1]
+                note = f"return {np.mean(ret[n > 0]):.1f}" if np.any(n > 0) else "return n/a"
+                bar.advance(
+                    report.num_updates * g.algo.steps_per_update * real,
+                    run_seconds=before + report.elapsed_seconds,
+                    note=note,
+                )
+
+            result = run_batch(g.algo, keys, hypers, num_chunks=num_chunks, mesh=mesh, on_chunk=on_chunk)
+            compile_seconds += result.compile_seconds
+            run_seconds += result.run_seconds
+            steps = (np.arange(g.algo.num_updates) + 1) * g.algo.steps_per_update
+            for h, config_id in enumerate(g.config_ids):
+                rows = slice(h * num_seeds, (h + 1) * num_seeds)  # padded runs lie beyond `real`
+                metrics[config_id] = {k: np.asarray(v[rows]) for k, v in result.metrics.items()}
+                env_steps[config_id] = steps
+            del result
+
+    final = np.stack([stats.final_return(m["episode_return"], m["episodes"], stats.FINAL_FRACTION) for m in metrics])
+    extra: dict[str, Any] = {}
+    if evaluation is not None and EVAL_RETURN in metrics[0]:  # score by the final evaluation episodes
+        extra = {"final_training": final, "scored_by": "final evaluation return"}
+        final = np.stack([final_eval_returns(m[EVAL_RETURN])[0] for m in metrics])
+        if primary and verbose:
+            print(f"scores: the final evaluation return ({_eval_words(evaluation)})", file=file)
+    res = SweepResult(
+        plan=the_plan,
+        metrics=metrics,
+        env_steps=env_steps,
+        final=final,  # type: ignore[arg-type]
+        summary=summarize(the_plan, final),
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+        out=out_dir,
+        extra=extra,
+    )
+    if primary:
+        if out_dir is not None:
+            write_report(res, out_dir, plot_top=plot_top)
+        if verbose:
+            print_ranking(res, file=file)
+    return res
+
+
+def _eval_words(evaluation: Any) -> str:
+    return f"{evaluation.episodes} {evaluation.mode} episodes per seed after the last update"
