@@ -15,6 +15,11 @@ settings exactly as in ``experiments.train``. A list field's values join their
 elements with ``x``: ``--grid hidden_sizes=64x64,256x256`` sweeps two
 architectures; booleans are ``true``/``false``; ``none`` where a field allows it.
 
+``--track`` logs every configuration to Weights & Biases as its own run (the curves over its
+seeds, as TensorBoard shows them, and its settings as the W&B config), grouped under
+``--wandb-group`` (default: the report folder's name) in ``--wandb-project``; wandb's local
+files go to the report folder (``WANDB_MODE=offline`` keeps them there for ``wandb sync``).
+
 The report folder (``runs/<timestamp>-sweep-<agent>-<env>/`` or ``--out``) is
 described in ``rl/sweep/__init__.py``; its ``best_preset.json`` trains the winner:
 ``python -m experiments.train ppo --preset-file .../best_preset.json``.
@@ -46,6 +51,7 @@ from experiments.train import (
     H,
     TrainArgs,
     UsageError,
+    _bare_track,
     _os_reason,
     _resolve,
     _take_flag,
@@ -82,6 +88,16 @@ class SweepArgs(TrainArgs[C, H]):
     """with --eval-every: greedy (the policy's deterministic action) or stochastic (act(deterministic=False))"""
     eval_seed: int = 0
     """with --eval-every: seed of the evaluation episodes' start states, the same for every run"""
+    track: bool = False
+    """also log every configuration to Weights & Biases as its own run (needs pip install -e ".[wandb]"): the curves over its seeds and its settings; --track alone means --track True; WANDB_MODE=offline writes wandb's local files only"""
+    wandb_project: str | None = None
+    """W&B project (with --track; default jaxrl-engine)"""
+    wandb_entity: str | None = None
+    """W&B entity, a user or team (with --track; default: your wandb default)"""
+    wandb_group: str | None = None
+    """W&B group of the sweep's runs, one run per configuration (with --track; default: the report folder's name)"""
+    wandb_name: str | None = None
+    """prefix of the W&B run names, each named by its configuration, e.g. '#3 learning_rate=0.001' (with --track; default none)"""
     coordinator_address: str | None = None
     """multi-host: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)"""
     num_processes: int | None = None
@@ -106,7 +122,7 @@ def parse(argv: Sequence[str]) -> tuple[str, SweepArgs]:
             )
             raise SystemExit(0)
         raise UsageError(f"name an agent first: python -m experiments.sweep AGENT ...; agents: {names}")
-    agent_name, rest = argv[0], argv[1:]
+    agent_name, rest = argv[0], _bare_track(argv[1:])
     module = _resolve(agents.get, agent_name)
     base = default_args(agent_name, rest)
     defaults = SweepArgs(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainArgs)})
@@ -148,7 +164,20 @@ def out_dir_for(agent_name: str, args: SweepArgs) -> Path:
 
 
 # TrainArgs fields the sweep reads; any other train flag is refused, never silently ignored
-READS = {"config", "hyper", "env", "num_seeds", "seed", "out", "num_chunks", "preset", "preset_file", "progress"}
+READS = {
+    "config",
+    "hyper",
+    "env",
+    "num_seeds",
+    "seed",
+    "out",
+    "num_chunks",
+    "preset",
+    "preset_file",
+    "progress",
+    "track",
+}
+READS |= {"wandb_project", "wandb_entity", "wandb_group", "wandb_name"}
 
 
 def run(agent_name: str, args: SweepArgs) -> Any:
@@ -177,6 +206,7 @@ def run(agent_name: str, args: SweepArgs) -> Any:
     )
     grid, sample = _specs(args.grid, "grid"), _specs(args.sample, "sample")
     evaluation = _evaluation(args)
+    tracking = _tracking(args)
     _check_memory(module, args, grid, sample)
     out = out_dir_for(agent_name, args)
     lock = claim_folder(out, "--out", empty=True) if _primary() else None
@@ -198,6 +228,7 @@ def run(agent_name: str, args: SweepArgs) -> Any:
             progress=args.progress,
             plot_top=args.plot_top,
             evaluation=evaluation,
+            track=tracking,
         )
         discard = False
         return result
@@ -223,6 +254,16 @@ def _evaluation(args: SweepArgs) -> Any:
                 )
         return None
     return config
+
+
+def _tracking(args: SweepArgs) -> dict[str, str] | None:
+    """``--track``'s W&B settings for ``rl.sweep`` (None without it), checked as in ``experiments.train``:
+    one W&B run per configuration, grouped under ``--wandb-group`` (default: the report folder's
+    name) and named ``--wandb-name`` (a prefix, default none) plus the configuration."""
+    from experiments.train import wandb_settings
+
+    settings = wandb_settings(args)
+    return None if settings is None else {key: value for key, value in settings.items() if value is not None}
 
 
 def _primary() -> bool:

@@ -371,3 +371,90 @@ def test_track_interrupted_and_resumed_logs_every_update_once_to_one_run(offline
     summary = json.loads((out / "summary.json").read_text())
     np.testing.assert_array_equal(table.scores["ppo"][:, 0], summary["final_return_per_seed"])
     assert table.tasks == ("CartPole-v1",)
+
+
+# ----------------------------------------------------------------------------- --track in a sweep
+
+SWEPT = [
+    "ppo",
+    "--env",
+    "CartPole-v1",
+    "--num-seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "32",
+    "--update-epochs",
+    "1",
+    "--hidden-sizes",
+    "16",
+    "--total-timesteps",
+    "1024",
+    "--num-chunks",
+    "4",
+    "--progress",
+    "False",
+    "--grid",
+    "learning_rate=1e-3,3e-3",
+    "--grid",
+    "num_minibatches=1,2",
+]  # 4 configurations in 2 compile groups (num_minibatches sets shapes), 8 updates of 128 env steps each
+
+
+def test_sweep_track_logs_one_run_per_configuration(offline, capsys):
+    from experiments import sweep as sweep_cli
+
+    out = offline / "20261207-sweep-ppo"
+    argv = [*SWEPT, "--out", str(out), "--track", "--wandb-project", "sweeps", "--wandb-name", "lr"]
+    with jax.numpy_rank_promotion("allow"):
+        result = sweep_cli.run(*sweep_cli.parse(argv))
+    runs = offline_runs(out, count=4)  # without $WANDB_DIR, wandb's files are in the report folder
+    by_config = {run.config["sweep_config"]: run for run in runs}
+    assert sorted(by_config) == [0, 1, 2, 3]
+    for c, values in enumerate(result.plan.configs):
+        run = by_config[c]
+        # one group per sweep (the report folder's name), each run named by its configuration
+        assert (run.run.project, run.run.run_group) == ("sweeps", out.name)
+        assert run.run.display_name.startswith(f"lr #{c} ") and "num_minibatches=" in run.run.display_name
+        assert run.config["learning_rate"] == pytest.approx(values["learning_rate"])
+        assert run.config["num_minibatches"] == values["num_minibatches"] and run.config["seeds"] == [0, 1]
+        assert run.config["agent"] == "ppo" and run.config["sweep_dir"] == str(out)
+        assert run.config["base_config"]["num_envs"] == 4
+        # every update once, with this configuration's own curves over its 2 seeds
+        assert sorted(run.history) == [128 * u for u in range(1, 9)]
+        for u, step in enumerate(sorted(run.history)):
+            loss = result.metrics[c]["value_loss"][:, u]
+            assert run.history[step]["value_loss/mean"] == pytest.approx(float(np.mean(loss)), rel=1e-5)
+            assert set(run.history[step]) >= {"episode_return/run_0", "episode_return/run_1"} or np.all(
+                result.metrics[c]["episodes"][:, u] == 0
+            )
+    # two configurations' curves differ: no run got another's rows
+    assert by_config[0].history[1024] != by_config[1].history[1024]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--wandb-name", "n"], "--wandb-name only apply with --track"),
+        (["--track", "--wandb-project", ""], "--wandb-project is empty"),
+    ],
+)
+def test_sweep_wandb_flags_are_checked_before_compiling(tmp_path, capsys, argv, message):
+    from experiments import sweep as sweep_cli
+
+    out = tmp_path / "sweep"
+    code = sweep_cli.main([*SWEPT, *argv, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1, captured.err
+    assert "compiling" not in captured.out and not out.exists()
+
+
+def test_sweep_track_is_checked_by_the_library():
+    import agents
+    import rl
+    from rl.errors import ConfigError
+
+    for track, field in (({"entity": "me"}, "track.project"), ({"project": "p", "team": "x"}, "track")):
+        with pytest.raises(ConfigError, match=rf"^{field}="):
+            rl.sweep(agents.get("ppo"), "CartPole-v1", grid={"learning_rate": [1e-3]}, seeds=1, track=track)

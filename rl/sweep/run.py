@@ -8,6 +8,7 @@ configurations x seeds; one progress bar (:class:`SweepProgress`, the host's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import types
@@ -28,6 +29,7 @@ from rl.host.files import write_json
 from rl.host.progress import Progress
 from rl.sweep.plan import SweepPlan, _group_label, _resolve_env, _stacked_inputs, plan
 from rl.sweep.report import (
+    _label,
     _plan_record,
     _prepare_out,
     best_preset,
@@ -110,6 +112,7 @@ def sweep(
     plot_top: int = 10,
     file: IO[str] | None = None,
     evaluation: Any = None,
+    track: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Train every configuration x seed and rank the configurations.
 
@@ -139,6 +142,13 @@ def sweep(
         jitted program (the same start states for all), and the configurations are scored and
         ranked by the final evaluation return instead of the training episodes' (kept in
         ``result.extra["final_training"]``). None (default): no evaluation episodes.
+      track: log every configuration to Weights & Biases as its own run (needs the ``wandb``
+        package): a mapping with ``project`` and optionally ``entity``, ``group`` (default: the
+        ``out`` folder's name, else ``sweep-<agent>-<env>``) and ``name`` (a prefix of the run
+        names; each run is named by its configuration, ``#3 learning_rate=0.001``). Each W&B run
+        gets the curves TensorBoard would show over that configuration's seeds
+        (:class:`rl.host.sinks.WandbSink`) and, as its config, the agent, env, swept values,
+        seeds and base settings. wandb's local files go to ``out`` (or ``$WANDB_DIR``).
 
     Raises:
       ConfigError: for an unknown name (the message lists the sweepable ones), an
@@ -151,6 +161,8 @@ def sweep(
         raise ConfigError("plot_top", plot_top, "must be an integer >= 0 (0 plots every configuration)")
     if evaluation is not None:
         evaluation.validate()
+    if track is not None:
+        _Trackers.check(track)
     the_plan = plan(
         agent,
         env,
@@ -191,7 +203,11 @@ def sweep(
     metrics: list[dict[str, np.ndarray] | None] = [None] * len(the_plan.configs)
     env_steps: list[np.ndarray | None] = [None] * len(the_plan.configs)
     compile_seconds = run_seconds = 0.0
-    with SweepProgress(total, what, enabled=progress and primary, verbose=verbose and primary, file=file) as bar:
+    trackers = _Trackers(track, the_plan, out_dir) if primary and track is not None else None
+    with (
+        SweepProgress(total, what, enabled=progress and primary, verbose=verbose and primary, file=file) as bar,
+        contextlib.ExitStack() as open_runs,
+    ):
         for line in the_plan.describe():
             bar.say(line)
         for gi, g in enumerate(the_plan.groups):
@@ -203,7 +219,14 @@ def sweep(
                     f"{len(g.config_ids)} configuration(s) x {num_seeds} seeds ..."
                 )
 
-            def on_chunk(report: ChunkReport, g=g, real=real, before=run_seconds) -> None:
+            group_runs = [] if trackers is None else [open_runs.enter_context(trackers.open(c)) for c in g.config_ids]
+
+            def on_chunk(report: ChunkReport, g=g, real=real, before=run_seconds, group_runs=group_runs) -> None:
+                for h, wandb_run in enumerate(group_runs):  # configuration h's seeds: rows h*S ... (h+1)*S-1
+                    rows = slice(h * num_seeds, (h + 1) * num_seeds)
+                    wandb_run.write(
+                        {k: v[rows] for k, v in report.metrics.items()}, report.first_update, g.algo.steps_per_update
+                    )
                 ret, n = report.metrics["episode_return"][:real, -1], report.metrics["episodes"][:real, -1]
                 note = f"return {np.mean(ret[n > 0]):.1f}" if np.any(n > 0) else "return n/a"
                 bar.advance(
@@ -221,6 +244,8 @@ def sweep(
                 metrics[config_id] = {k: np.asarray(v[rows]) for k, v in result.metrics.items()}
                 env_steps[config_id] = steps
             del result
+            for wandb_run in group_runs:  # a group's W&B runs end with it: a large sweep keeps few open
+                wandb_run.close()
 
     final = np.stack([stats.final_return(m["episode_return"], m["episodes"], stats.FINAL_FRACTION) for m in metrics])
     extra: dict[str, Any] = {}
@@ -246,6 +271,74 @@ def sweep(
         if verbose:
             print_ranking(res, file=file)
     return res
+
+
+class _Trackers:
+    """Opens one W&B run (:class:`rl.host.sinks.WandbSink`) per configuration of a sweep."""
+
+    KEYS = ("project", "entity", "group", "name")
+
+    @classmethod
+    def check(cls, track: Mapping[str, Any]) -> None:
+        """A well-formed ``track`` mapping and an importable wandb, else one error (before anything compiles)."""
+        from rl.host.sinks import import_wandb
+
+        if not isinstance(track, Mapping):
+            raise ConfigError("track", track, "must be a mapping with a W&B project, e.g. {'project': 'my-sweeps'}")
+        unknown = sorted(set(track) - set(cls.KEYS))
+        if unknown:
+            raise ConfigError("track", dict(track), f"unknown key(s) {unknown}; allowed: {', '.join(cls.KEYS)}")
+        for key in cls.KEYS:
+            value = track.get(key)
+            if (key == "project" or value is not None) and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(
+                    f"track.{key}", value, "must be a non-empty string" + (" (required)" if key == "project" else "")
+                )
+        import_wandb()  # ModuleNotFoundError naming the extra to install
+
+    def __init__(self, track: Mapping[str, Any], the_plan: SweepPlan, out_dir: Path | None):
+        self.plan, self.out_dir = the_plan, out_dir
+        self.project, self.entity, self.prefix = track["project"], track.get("entity"), track.get("name")
+        env_name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in the_plan.env_id)
+        self.group = track.get("group") or (
+            out_dir.name if out_dir is not None else f"sweep-{the_plan.agent}-{env_name}"
+        )
+
+    def open(self, config_id: int) -> Any:
+        from rl.host.runs import config_to_json
+        from rl.host.sinks import WandbSink
+
+        p = self.plan
+        label = _label(p, config_id)
+        config = {
+            "agent": p.agent,
+            "env": p.env_id,
+            "sweep_config": config_id,
+            **{name: _display(value) for name, value in p.configs[config_id].items()},
+            "seeds": p.seeds,
+            "base_config": config_to_json(p.base_config),
+            "base_hyper": config_to_json(p.base_hyper),
+            "sweep_dir": None if self.out_dir is None else str(self.out_dir),
+        }
+        try:
+            return WandbSink(
+                [{"seed": s} for s in p.seeds],
+                project=self.project,
+                entity=self.entity,
+                group=self.group,
+                name=f"{self.prefix} {label}" if self.prefix else label,
+                config=config,
+                directory=os.environ.get("WANDB_DIR") or self.out_dir,
+            )
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 - wandb's own errors (login, network) as one line
+            raise ConfigError(
+                "track",
+                self.project,
+                f"W&B could not start ({type(err).__name__}: {err}); run `wandb login`, or set "
+                "WANDB_MODE=offline to keep wandb's files locally and `wandb sync` them later",
+            ) from None
 
 
 def _eval_words(evaluation: Any) -> str:
