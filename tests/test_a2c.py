@@ -130,6 +130,7 @@ def test_learn_is_one_gradient_step_on_the_whole_batch():
 
 
 # ---------------------------------------------------------------- probes
+# (the discrete probes: the probe matrix, tests/test_probes.py)
 
 PROBE_CONFIG = a2c.Config(num_envs=8, num_steps=5, total_timesteps=20_000)
 
@@ -142,33 +143,6 @@ def _probe(env_id, obs, seeds, steps=20_000, **hyper):
     network = a2c.network(algo.config, env.action_space(params))
     policy_out, value = jax.vmap(network.apply, (0, None))(result.params, jnp.asarray(obs))
     return policy_out, np.asarray(value)
-
-
-def test_probe_one_step_value_is_one(seeds):
-    # r = +1 then termination: V = 1. Wrong answers: 0 (nothing fitted) and, with gamma 0.5,
-    # 1 / (1 - 0.5) = 2 (bootstrapping through the termination). Margin: half the gap of 1.
-    _, v = _probe("Probe-OneStep-v0", np.zeros((1, 1)), seeds(0), gamma=0.5)
-    np.testing.assert_allclose(v, 1.0, atol=0.5)
-
-
-def test_probe_discount(seeds):
-    # r = 0 then +1 and termination: V([1]) = 1, V([0]) = gamma = 0.5. Wrong answers for V([0]):
-    # 1 (no discount) and gamma^2 = 0.25 (discounted twice), both 0.25 away. Margin: 0.125.
-    _, v = _probe("Probe-Discount-v0", np.array([[0.0], [1.0]]), seeds(0), gamma=0.5)
-    np.testing.assert_allclose(v, [[0.5, 1.0]], atol=0.125)
-
-
-def test_probe_truncation_bootstraps_from_final_observation(seeds):
-    # Reward 1 forever, cut by a time limit every 5 steps: V = 1 / (1 - gamma) = 10 only if
-    # truncation bootstraps. Treating it as a termination gives at most the 5-step return 4.1
-    # (the obs is always [0], so V is the mean over the 5 positions, 2.6). Margin: half of 5.9.
-    _, v = _probe("Probe-Truncation-v0", np.zeros((1, 1)), seeds(0), steps=40_000, gamma=0.9)
-    np.testing.assert_allclose(v, 10.0, atol=2.9)
-
-
-def test_probe_action_reward_picks_the_bit(seeds):
-    logits, _ = _probe("Probe-ActionReward-v0", np.eye(2, dtype=np.float32), seeds(0))
-    np.testing.assert_array_equal(np.argmax(np.asarray(logits), axis=-1), [[0, 1]])
 
 
 def test_probe_continuous_mean_action_tracks_the_observation(seeds):

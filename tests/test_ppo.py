@@ -1,4 +1,4 @@
-"""PPO: loss pieces against NumPy, probe environments, the hyper vmap,
+"""PPO: loss pieces against NumPy (its probes are in the probe matrix, tests/test_probes.py), the hyper vmap,
 determinism, bad input, and learning on CartPole-v1 and Pendulum-v1."""
 
 import dataclasses
@@ -78,48 +78,7 @@ def test_gaussian_policy_heads():
         assert np.all(std >= networks.MIN_STD * 0.999) if sd else np.allclose(std, 1.0)
 
 
-# ---------------------------------------------------------------- probes
-
-
-def _probe_values(env_id, obs, seeds, steps=20_000, **hyper):
-    """Train on `seeds`; the policy output and value at `obs` of each run, seeds first."""
-    algo = _make(
-        env_id,
-        ppo.Config(
-            num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4, total_timesteps=steps, anneal_lr=False
-        ),
-    )
-    result = rl.train(algo, ppo.Hyper(learning_rate=3e-3, ent_coef=0.0, **hyper), seeds=seeds)
-    network = ppo.network(algo.config, _space(env_id)[0])
-    policy_out, value = jax.vmap(network.apply, (0, None))(result.params, obs)
-    return policy_out, np.asarray(value)
-
-
-def _space(env_id):
-    env, params = envs.make(env_id)
-    space = env.action_space(params)
-    return space, envs.is_discrete(space)
-
-
-def test_probe_one_step_value_is_one(seeds):
-    # r = +1 then termination: V = 1. Wrong answers: 0 (nothing fitted) and, with gamma 0.5,
-    # 1 / (1 - 0.5) = 2 (bootstrapping through the termination). Margin: half the gap of 1.
-    _, v = _probe_values("Probe-OneStep-v0", jnp.zeros((1, 1)), seeds(0), gamma=0.5)
-    np.testing.assert_allclose(v, 1.0, atol=0.5)
-
-
-def test_probe_truncation_bootstraps_from_final_observation(seeds):
-    # Reward 1 forever, cut by a time limit every 5 steps: the value is
-    # 1 / (1 - gamma) = 10 only if truncation bootstraps. Wrong answer: treating it as a
-    # termination gives at most the 5-step return 1 + .9 + ... + .9^4 = 4.1 (the obs is always
-    # [0], so V is the mean over the 5 positions, lower still). Margin: half the gap of 5.9, 2.9.
-    _, v = _probe_values("Probe-Truncation-v0", jnp.zeros((1, 1)), seeds(0), steps=60_000, gamma=0.9)
-    np.testing.assert_allclose(v, 10.0, atol=2.9)
-
-
-def test_probe_action_reward_picks_the_bit(seeds):
-    logits, _ = _probe_values("Probe-ActionReward-v0", jnp.eye(2), seeds(0))
-    np.testing.assert_array_equal(np.argmax(np.asarray(logits), axis=-1), [[0, 1]])
+# (PPO's probes: the probe matrix, tests/test_probes.py)
 
 
 # ---------------------------------------------------------------- engine properties

@@ -2,8 +2,9 @@
 
 A new agent is one ``Entry``: the agent's name, config and hyper at probe scale, and how to read
 its value at an observation. The probes (envs/probes.py) and their tolerances are shared; every
-tolerance is half the gap between the right answer and a named wrong one.
-(PPO, DQN, PQN, SAC and TD3 keep their probe tests in their own files, written before this matrix.)
+tolerance is half the gap between the right answer and a named wrong one. What an agent must get
+right beyond the matrix (DQN's n-step sequences across a time limit, the Q-values of the
+action-reward probe, the continuous-action probe of the actor-critics) stays in its own test file.
 """
 
 from __future__ import annotations
@@ -46,6 +47,24 @@ def _recurrent_value(module, config, env, env_params):
     return value
 
 
+def _max_q_value(module, config, env, env_params):
+    net = module.network(config, env.action_space(env_params))
+    return lambda params, obs: jnp.max(net.apply(params, obs), axis=-1)
+
+
+def _epsilon_schedule(result, hyper):
+    """An epsilon-greedy agent explores from eps_start down to eps_end (reached within the run)."""
+    eps = np.asarray(result.metrics["epsilon"])
+    np.testing.assert_array_equal(eps[:, 0], hyper["eps_start"])
+    np.testing.assert_allclose(eps[:, -1], hyper["eps_end"], rtol=1e-6)
+
+
+def _dqn_warm_up_then_epsilon(result, hyper):
+    """No gradient step before learning_starts (loss 0 at the first update), then the schedule."""
+    np.testing.assert_array_equal(np.asarray(result.metrics["loss"])[:, 0], 0.0)
+    _epsilon_schedule(result, hyper)
+
+
 def _dqn_value(module, config, env, env_params):
     static = module.build(config, env, env_params)  # only the network and the atoms are read
     return lambda params, obs: jnp.max(module.q_values(static, params, obs, jax.random.key(0)), axis=-1)
@@ -78,6 +97,10 @@ DQN_PROBE = dict(
     num_quantiles=16,
 )
 DQN_HYPER = dict(learning_rate=1e-2, tau=1.0, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3)
+PPO_PROBE = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4, anneal_lr=False)
+A2C_PROBE = dict(num_envs=8, num_steps=5)
+PQN_PROBE = dict(num_envs=16, num_steps=8, num_minibatches=4, update_epochs=4, hidden_sizes=(32,), anneal_lr=False)
+PQN_HYPER = dict(learning_rate=1e-2, eps_start=1.0, eps_end=0.1, exploration_fraction=0.3, q_lambda=0.9)
 IMPALA_PROBE = dict(num_envs=8, num_steps=16, anneal_lr=False, hidden_sizes=(32,))
 IMPALA_HYPER = dict(learning_rate=3e-3, ent_coef=0.0)
 RPPO_PROBE = dict(
@@ -104,6 +127,10 @@ METAGRAD_HYPER = dict(learning_rate=3e-3, ent_coef=0.0, gamma_init=0.99, lambda_
 # IMPALA at lag 3, where V-trace must correct the stale behaviour policy; lag 0 is on-policy and
 # its targets are GAE's (tests/test_impala.py).
 ENTRIES = [
+    Entry("ppo", PPO_PROBE, dict(learning_rate=3e-3, ent_coef=0.0), _actor_critic_value, 20_000),
+    Entry("a2c", A2C_PROBE, dict(learning_rate=1e-3), _actor_critic_value, 20_000),
+    Entry("pqn", PQN_PROBE, PQN_HYPER, _max_q_value, 16_384, check=_epsilon_schedule),
+    Entry("dqn", DQN_PROBE, DQN_HYPER, _dqn_value, 4000, check=_dqn_warm_up_then_epsilon),
     Entry("impala", {**IMPALA_PROBE, "policy_lag": 3}, IMPALA_HYPER, _actor_critic_value, 20_000, "impala-lag3"),
     Entry(
         "metagrad",
