@@ -63,7 +63,7 @@ RMS_DECAY = 0.99  # SB3's RMSprop alpha (not a setting of SB3's A2C either)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of A2C: changing one recompiles."""
 
     num_envs: Count = 8
@@ -92,14 +92,6 @@ class Config:
     # one gradient step per rollout: what rl.device.onpolicy reads of a PPO-style config
     num_minibatches = 1
     update_epochs = 1
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

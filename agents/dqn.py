@@ -81,7 +81,7 @@ IQN_EMBEDDING = 64  # cosine features of tau (the IQN paper's n = 64)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(offpolicy.Steps):
     """Shape-setting settings of DQN: changing one recompiles."""
 
     num_envs: Count = 1
@@ -141,14 +141,6 @@ class Config:
         if self.num_quantiles is not None:
             return self.num_quantiles
         return 200 if self.distributional == "qr" else 64
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.train_frequency
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.steps_per_update
 
     @property
     def target_period(self) -> int:

@@ -48,7 +48,7 @@ Array = chex.Array
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of IMPALA: changing one recompiles."""
 
     num_envs: Count = 16
@@ -69,14 +69,6 @@ class Config:
     """decay the learning rate linearly to 0 over training"""
 
     num_minibatches = 1  # one gradient step on the whole unroll (for onpolicy.check_batches)
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

@@ -66,7 +66,7 @@ OPEN_UNIT = Annotated[float, Rule(lambda v: (v > 0) & (v < 1), "must lie in (0, 
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of meta-gradient A2C: changing one recompiles."""
 
     num_envs: Count = 16
@@ -83,14 +83,6 @@ class Config:
     """meta-learn the discount (else it stays at gamma_init)"""
     meta_lambda: bool = True
     """meta-learn lambda (else it stays at lambda_init)"""
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

@@ -47,7 +47,7 @@ Array = chex.Array
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of PPO: changing one recompiles."""
 
     num_envs: Count = 4
@@ -78,18 +78,6 @@ class Config:
     """continuous actions only: initial log std of a state-independent Gaussian std (default 0)"""
     state_dependent_std: bool = False
     """continuous actions only: std = softplus(linear head) + 0.001, as gymnax-blines"""
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def minibatch_size(self) -> int:
-        return self.batch_size // self.num_minibatches
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

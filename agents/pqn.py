@@ -43,7 +43,7 @@ Array = chex.Array
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of PQN: changing one recompiles."""
 
     num_envs: Count = 32
@@ -68,18 +68,6 @@ class Config:
     """decay the learning rate linearly to 0 over training"""
     eval_epsilon: Unit = 0.0
     """exploration rate of ``act`` when not deterministic (evaluation)"""
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def minibatch_size(self) -> int:
-        return self.batch_size // self.num_minibatches
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

@@ -51,7 +51,7 @@ CELLS = ("gru", "lstm")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(onpolicy.Rollout):
     """Shape-setting settings of recurrent PPO: changing one recompiles."""
 
     num_envs: Count = 16
@@ -86,14 +86,6 @@ class Config:
     """continuous actions only: initial log std of a state-independent Gaussian std (default 0)"""
     state_dependent_std: bool = False
     """continuous actions only: std = softplus(linear head) + 0.001"""
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
 
     def validate(self, action_space: Any) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

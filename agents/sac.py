@@ -61,7 +61,7 @@ Array = chex.Array
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(offpolicy.Steps):
     """Shape-setting settings of SAC: changing one recompiles."""
 
     num_envs: Count = 1
@@ -101,14 +101,6 @@ class Config:
         Rule(lambda v: v > 0, "must be a positive number of steps, or None for the env's max_steps_in_episode"),
     ] = None
     """colored noise only: steps per noise sequence (restarted each episode); None: max episode length"""
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.train_frequency
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.steps_per_update
 
     @property
     def replay_capacity(self) -> int:

@@ -56,7 +56,7 @@ Array = chex.Array
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(offpolicy.Steps):
     """Shape-setting settings of TD3: changing one recompiles."""
 
     num_envs: Count = 1
@@ -85,14 +85,6 @@ class Config:
     """hidden activation: one of tanh, relu, gelu, elu, silu, leaky_relu"""
     torso: Annotated[str, TORSO] = "mlp"
     """mlp, or cnn for image observations (H, W, C): MinAtar's 16 3x3 filters, then the MLP"""
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.train_frequency
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.steps_per_update
 
     @property
     def num_critics(self) -> int:

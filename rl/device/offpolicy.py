@@ -27,6 +27,24 @@ Array = chex.Array
 # Checks of settings (host side, before anything compiles)
 
 
+class Steps:
+    """What an off-policy ``Config`` derives from ``num_envs``, ``train_frequency`` and
+    ``total_timesteps``: a base class of the agents' frozen dataclasses, properties only."""
+
+    num_envs: int
+    train_frequency: int
+    total_timesteps: int
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps of all envs between two gradient steps: num_envs * train_frequency."""
+        return self.num_envs * self.train_frequency
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.steps_per_update
+
+
 def check_replay(config: Any) -> None:
     """The checks that relate the loop and replay fields of a replay-based actor-critic.
 

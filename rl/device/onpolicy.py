@@ -24,6 +24,31 @@ Array = chex.Array
 Metrics = dict[str, Array]
 
 
+class Rollout:
+    """What an on-policy ``Config`` derives from ``num_envs``, ``num_steps`` and
+    ``total_timesteps`` (and ``num_minibatches``, 1 where the agent has none): a base class of
+    the agents' frozen dataclasses, with properties only, so it adds no field."""
+
+    num_envs: int
+    num_steps: int
+    total_timesteps: int
+    num_minibatches: int
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """One update per rollout: total_timesteps // batch_size (a remainder is not run)."""
+        return self.total_timesteps // self.batch_size
+
+
 def check_batches(config: Any) -> None:
     """The checks that relate a rollout's fields (num_envs, num_steps, num_minibatches,
     total_timesteps); each field's own rule is checked before, by ``validate_config``."""
