@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=100, help="width of the two hidden layers")
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="outer Adam step size")
     parser.add_argument("--inner-lr", type=float, default=0.1)
+    parser.add_argument(
+        "--inner-steps", type=int, default=1, help="inner policy-gradient steps MAML trains through (the paper: 1)"
+    )
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--eval-tasks", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("runs/maml_adaptation"))
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         num_envs=args.num_envs,
         hidden_sizes=(args.hidden, args.hidden),
         first_order=args.first_order,
+        num_inner_steps=args.inner_steps,
     )
     config = dataclasses.replace(config, total_timesteps=config.steps_per_update * args.meta_updates)
     hyper = maml.Hyper(inner_lr=args.inner_lr, learning_rate=args.learning_rate)
