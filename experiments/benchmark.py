@@ -597,7 +597,9 @@ def _measure_cli(config: Any, seeds: int, args: BenchArgs, out: Path) -> ScaleRo
         row.compile_seconds, row.run_seconds = summary["compile_seconds"], summary["run_seconds"]
         row.steps_per_second = summary["env_steps_per_second"]
         vars(row).update(return_stats(summary["final_return_per_seed"]))
-        evaluation = _read_json_or_empty(run_dir / "config.json").get("eval") or {}
+        from experiments.train import _read_json  # {} for a missing or unreadable file
+
+        evaluation = _read_json(run_dir / "config.json").get("eval") or {}
         if evaluation.get("every"):  # the CLI's default: evaluation episodes, at most 5% of the training steps
             row.note = f"with {evaluation['episodes']} eval episodes every {evaluation['every']} updates"
     if not args.keep_runs:
@@ -605,13 +607,6 @@ def _measure_cli(config: Any, seeds: int, args: BenchArgs, out: Path) -> ScaleRo
         if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
             run_dir.parent.rmdir()
     return row
-
-
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def compare_rows(rows: list[ScaleRow]) -> None:
