@@ -19,6 +19,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,25 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         assert ckpt.steps() == [8, 12]  # every 4 chunks (= 8 updates) and at the end; 2 kept
     assert resumed.status == "completed" and resumed.start_update == 6
     for name in full.metrics:
+        np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name])
+    assert_trees_equal(resumed.state, full.state)
+
+
+def test_a_checkpoint_saved_while_the_next_chunk_computes_holds_its_own_chunk(tmp_path):
+    # every chunk is due: each save but the last is of a device copy taken before the next chunk
+    # was dispatched (and reused the state's buffers), written once its chunk was drained
+    algo, keys = toy_algorithm(), runner.seed_keys([3, 4])
+    full = runner.run_batch(algo, keys, toy_hyper(), num_chunks=6)
+    with Checkpointer(tmp_path / "ckpt", every=1, max_to_keep=6) as ckpt:
+        saved = runner.run_batch(algo, keys, toy_hyper(), num_chunks=6, checkpointer=ckpt)
+        assert ckpt.steps() == [2, 4, 6, 8, 10, 12]
+    assert_trees_equal(saved.state, full.state)
+    for step in (8, 10, 12):  # resume from the one saved after chunk 3 of 6
+        shutil.rmtree(tmp_path / "ckpt" / str(step))
+    with Checkpointer(tmp_path / "ckpt", every=0) as ckpt:
+        resumed = runner.run_batch(algo, keys, toy_hyper(), num_chunks=6, checkpointer=ckpt, resume=True)
+    assert resumed.start_update == 6
+    for name in full.metrics:  # the checkpoint's metrics: exactly updates 1 to 6
         np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name])
     assert_trees_equal(resumed.state, full.state)
 

@@ -435,9 +435,12 @@ def run_batch(
     """Train N runs (``keys[N]``, ``hypers`` with leading axis N) to the end.
 
     ``num_chunks`` host round trips are made; each chunk's metrics reach
-    ``on_chunk`` while the following chunk is already computing, except after
-    a chunk where a checkpoint is due: there the host waits for the chunk,
-    checks it for divergence and saves it before dispatching the next one.
+    ``on_chunk`` while the following chunk is already computing. Where a
+    checkpoint is due, a device copy of the state is taken before the next
+    chunk is dispatched (that chunk reuses the state's buffers); once the
+    chunk's metrics are on the host and show no divergence that stops training,
+    the copy is saved while the next chunk computes. Only the last chunk's
+    checkpoint waits for the device.
 
     Args:
       checkpointer: an ``rl.engine.checkpoint.Checkpointer``; saves every
@@ -506,6 +509,10 @@ def run_batch(
     for length in sorted(set(schedule[first_chunk:])):
         fn = _sharded(_scan_updates(algo, length), mesh, donate=True, in_axes=(0, 0, None))
         compiled[length] = fn.lower(lower_as, hypers, first_update(0)).compile()
+    # a checkpoint's copy of the state, so that the next chunk can reuse the state's buffers
+    copy_state = None
+    if checkpointer is not None and len(schedule) - first_chunk > 1:
+        copy_state = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree)).lower(state).compile()
     compile_seconds += time.perf_counter() - t0
 
     t0 = time.perf_counter() - init_seconds  # run time counts initialisation too
@@ -533,15 +540,17 @@ def run_batch(
         divergence.extend(d for d in _divergences(report.metrics, start) if d.run not in seen)
         return bool(divergence) and stop_on_divergence
 
-    def save(chunks_done: int) -> None:
+    def save(chunks_done: int, saved: Any) -> None:
+        """Save ``saved``, the state after ``chunks_done`` chunks, whose metrics are all drained."""
         checkpointer.save(
-            state,
+            saved,
             update=starts[chunks_done],
             chunk=chunks_done,
             metrics=_concat(host_metrics),
             meta=meta,
         )
 
+    snapshot: tuple[int, Any] | None = None  # (chunks done, copy of the state then), saved once drained
     chunk = first_chunk
     while chunk < len(schedule):
         if should_stop is not None and should_stop():
@@ -551,24 +560,31 @@ def run_batch(
         state, metrics = compiled[length](state, hypers, first_update(chunk))
         pending.append((starts[chunk], length, metrics))
         chunk += 1
-        due = checkpointer is not None and checkpointer.due(chunk, len(schedule))
-        # drain everything before a save (never save a diverged state) and at
-        # the end; otherwise the chunk just dispatched runs while we log the last
-        while pending and (due or chunk == len(schedule) or len(pending) > 1):
-            if drain(pending.pop(0)):
-                break
-        if divergence and stop_on_divergence:
+        last = chunk == len(schedule)
+        stopping = False
+        # the chunk just dispatched computes while the host logs the one before it
+        while len(pending) > 1 and not stopping:
+            stopping = drain(pending.pop(0))
+        if snapshot is not None and not stopping:  # drained up to its chunk; the next one computes
+            save(*snapshot)
+        snapshot = None  # a snapshot of a chunk that diverged is never saved
+        while last and pending and not stopping:  # after the last chunk everything is drained
+            stopping = drain(pending.pop(0))
+        if stopping:
             status = "diverged"
             break
-        if due:
-            save(chunk)
+        if checkpointer is not None and checkpointer.due(chunk, len(schedule)):
+            if last:
+                save(chunk, state)
+            else:  # copied before the next chunk is dispatched, which reuses the state's buffers
+                snapshot = (chunk, copy_state(state))
     if status == "interrupted":
         while pending:
             if drain(pending.pop(0)):
                 status = "diverged"
                 break
         if status == "interrupted" and checkpointer is not None and chunk > 0:
-            save(chunk)
+            save(chunk, state)  # also what a snapshot taken after the last chunk run would hold
     jax.block_until_ready(state)  # a diverged run's chunk in flight is discarded
     if checkpointer is not None:
         checkpointer.wait()
