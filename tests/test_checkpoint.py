@@ -141,9 +141,12 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert_trees_equal(resumed.state, full.state)
 
 
-def test_a_checkpoint_saved_while_the_next_chunk_computes_holds_its_own_chunk(tmp_path):
+@pytest.mark.parametrize("room_for_a_copy", [True, False])
+def test_a_checkpoint_saved_while_the_next_chunk_computes_holds_its_own_chunk(tmp_path, monkeypatch, room_for_a_copy):
     # every chunk is due: each save but the last is of a device copy taken before the next chunk
-    # was dispatched (and reused the state's buffers), written once its chunk was drained
+    # was dispatched (and reused the state's buffers), written once its chunk was drained;
+    # without room for the copy, each save waits for its chunk
+    monkeypatch.setattr(runner, "copy_fits", lambda *args: room_for_a_copy)
     algo, keys = toy_algorithm(), runner.seed_keys([3, 4])
     full = runner.run_batch(algo, keys, toy_hyper(), num_chunks=6)
     with Checkpointer(tmp_path / "ckpt", every=1, max_to_keep=6) as ckpt:
@@ -158,6 +161,25 @@ def test_a_checkpoint_saved_while_the_next_chunk_computes_holds_its_own_chunk(tm
     for name in full.metrics:  # the checkpoint's metrics: exactly updates 1 to 6
         np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name])
     assert_trees_equal(resumed.state, full.state)
+
+
+def test_a_device_copy_is_taken_only_where_it_fits_beside_the_chunk():
+    class Memory(NamedTuple):  # the fields of a compiled program's memory_analysis()
+        argument_size_in_bytes: int
+        output_size_in_bytes: int
+        temp_size_in_bytes: int
+        alias_size_in_bytes: int
+
+    state = {"buffer": jnp.zeros(250_000, jnp.float32)}  # 1,000,000 bytes
+    chunk = Memory(
+        argument_size_in_bytes=1_000_000,
+        output_size_in_bytes=1_000_000,
+        temp_size_in_bytes=500_000,
+        alias_size_in_bytes=1_000_000,
+    )  # donated: the output reuses the argument
+    assert runner.copy_fits(state, chunk, None)  # CPU: host memory
+    assert runner.copy_fits(state, chunk, 3_000_000)  # 2.5 MB of 2.7 usable
+    assert not runner.copy_fits(state, chunk, 2_500_000)  # 2.5 MB of 2.25 usable
 
 
 # The memory and meta-learning agents at tiny sizes, 6 updates each: agent -> (env id, Config

@@ -306,6 +306,25 @@ def _sharded(
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
 
+def copy_fits(state: Any, chunk_memory: Any, bytes_limit: int | None) -> bool:
+    """Whether a checkpoint may take a device copy of ``state`` (see :func:`run_batch`).
+
+    ``chunk_memory`` is the compiled chunk's ``memory_analysis()`` (per device) and
+    ``bytes_limit`` the device's memory (``memory_stats()["bytes_limit"]``; None on the CPU,
+    whose arrays are in host memory: always). The copy must fit beside the chunk's own
+    arguments, outputs and temporaries within 90% of the device's memory, so that a run with
+    a large replay buffer that fits once does not fail at its first checkpoint. The answer
+    depends only on the program and the device kind, so every process of a multi-host run
+    takes the same branch.
+    """
+    if not bytes_limit:
+        return True
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state)) // max(1, len(jax.devices()))
+    m = chunk_memory
+    chunk_bytes = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return chunk_bytes + state_bytes <= 0.9 * bytes_limit
+
+
 def _named_fields(tree: Any) -> list[tuple[str, Any]]:
     """(name, value) of a NamedTuple's, dataclass's or dict's top-level fields; [] otherwise."""
     if hasattr(tree, "_fields"):
@@ -510,9 +529,12 @@ def run_batch(
         fn = _sharded(_scan_updates(algo, length), mesh, donate=True, in_axes=(0, 0, None))
         compiled[length] = fn.lower(lower_as, hypers, first_update(0)).compile()
     # a checkpoint's copy of the state, so that the next chunk can reuse the state's buffers
+    # while the copy is written; None: the save waits for its chunk instead
     copy_state = None
     if checkpointer is not None and len(schedule) - first_chunk > 1:
-        copy_state = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree)).lower(state).compile()
+        stats = jax.local_devices()[0].memory_stats() or {}
+        if copy_fits(state, compiled[schedule[first_chunk]].memory_analysis(), stats.get("bytes_limit")):
+            copy_state = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree)).lower(state).compile()
     compile_seconds += time.perf_counter() - t0
 
     t0 = time.perf_counter() - init_seconds  # run time counts initialisation too
@@ -574,10 +596,15 @@ def run_batch(
             status = "diverged"
             break
         if checkpointer is not None and checkpointer.due(chunk, len(schedule)):
-            if last:
-                save(chunk, state)
-            else:  # copied before the next chunk is dispatched, which reuses the state's buffers
+            if copy_state is not None and not last:  # copied before the next chunk reuses the buffers
                 snapshot = (chunk, copy_state(state))
+                continue
+            while pending and not stopping:  # no copy: the save waits for its chunk
+                stopping = drain(pending.pop(0))
+            if stopping:
+                status = "diverged"
+                break
+            save(chunk, state)
     if status == "interrupted":
         while pending:
             if drain(pending.pop(0)):
