@@ -531,7 +531,8 @@ def run_batch(
     # a checkpoint's copy of the state, so that the next chunk can reuse the state's buffers
     # while the copy is written; None: the save waits for its chunk instead
     copy_state = None
-    if checkpointer is not None and len(schedule) - first_chunk > 1:
+    saves_mid_run = checkpointer is not None and (checkpointer.every > 0 or checkpointer.seconds > 0)
+    if saves_mid_run and len(schedule) - first_chunk > 1:
         stats = jax.local_devices()[0].memory_stats() or {}
         if copy_fits(state, compiled[schedule[first_chunk]].memory_analysis(), stats.get("bytes_limit")):
             copy_state = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree)).lower(state).compile()
