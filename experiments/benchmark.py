@@ -601,7 +601,8 @@ def _measure_cli(config: Any, seeds: int, args: BenchArgs, out: Path) -> ScaleRo
 
         evaluation = _read_json(run_dir / "config.json").get("eval") or {}
         if evaluation.get("every"):  # the CLI's default: evaluation episodes, at most 5% of the training steps
-            row.note = f"with {evaluation['episodes']} eval episodes every {evaluation['every']} updates"
+            count = evaluation["episodes"]
+            row.note = f"with {count} eval episode{'' if count == 1 else 's'} every {evaluation['every']} updates"
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
         if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):

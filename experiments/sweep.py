@@ -82,7 +82,7 @@ class SweepArgs(TrainArgs[C, H]):
     """configurations drawn in the curve and profile plots (best first; 0 = all)"""
     eval_every: int = 0
     """evaluation episodes after every N updates and after the last one, inside the jitted program (metric eval_return); the configurations are then scored and ranked by the final evaluation return instead of the training episodes'; 0 = none (default)"""
-    eval_episodes: int = 32
+    eval_episodes: int | None = None
     """with --eval-every: episodes per evaluation and seed, played in parallel; every seed plays the same start states"""
     eval_mode: Literal["greedy", "stochastic"] = "greedy"
     """with --eval-every: greedy (the policy's deterministic action) or stochastic (act(deterministic=False))"""

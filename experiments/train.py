@@ -107,8 +107,8 @@ class RunArgs(TrainArgs[C, H]):
     """per-seed, per-update metric rows: csv = metrics.csv and metrics.jsonl, parquet = one metrics.parquet (float32, zstd), none = only the statistics over seeds in metrics_over_seeds.csv and TensorBoard; auto = csv up to 32 seeds, else parquet"""
     eval_every: int | None = None
     """evaluation episodes after every N updates and after the last one, inside the jitted program (metric eval_return, final_eval_return in summary.json); default: as many evaluations as cost at most 5% of the training's env steps (at most 10, at least the final one); 0 = off"""
-    eval_episodes: int = 32
-    """episodes per evaluation and seed, played in parallel; every seed plays the same start states"""
+    eval_episodes: int | None = None
+    """episodes per evaluation and seed, played in parallel; every seed plays the same start states; default: 32, or fewer (down to 1) where 32 would cost more than 5% of a seed's training env steps"""
     eval_mode: Literal["greedy", "stochastic"] = "greedy"
     """greedy: the policy's deterministic action (mode, argmax); stochastic: act(deterministic=False), e.g. sampled actions, DQN/PQN's eval_epsilon"""
     eval_seed: int = 0
@@ -593,6 +593,7 @@ def add_evaluation(algo: Any, config: Any, env: Any, env_params: Any, num_seeds:
 
     from rl.device import evaluation, memory
 
+    config = evaluation.resolve(config, algo, env, env_params)  # episodes and every: None -> automatic
     if config.every != 0:
         obs, state = jax.eval_shape(env.reset, jax.random.key(0), env_params)
         per_episode = memory.tree_bytes((obs, state)) + 16  # + return, length, done
@@ -646,6 +647,7 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> tuple[str, RunArgs]:
         agent_name = saved["agent"]
         module = _resolve(agents.get, agent_name)
         seeds = [int(x) for x in saved["seeds"]]
+        episodes = saved.get("eval", {}).get("episodes", 32)  # None: evaluation off, episodes never resolved
         args = RunArgs(
             config=_replace_fields(module.Config(), saved["config"], f"{path}"),
             hyper=_replace_fields(module.Hyper(), saved["hyper"], f"{path}"),
@@ -663,7 +665,7 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> tuple[str, RunArgs]:
             per_seed_metrics=saved.get("per_seed_metrics", "csv"),
             # a folder from before evaluation episodes was trained without them
             eval_every=int(saved.get("eval", {}).get("every", 0)),
-            eval_episodes=int(saved.get("eval", {}).get("episodes", 32)),
+            eval_episodes=None if episodes is None else int(episodes),
             eval_mode=saved.get("eval", {}).get("mode", "greedy"),
             eval_seed=int(saved.get("eval", {}).get("seed", 0)),
             # --track: a tracked run goes on logging to its W&B run (a folder from before the flag was not tracked)

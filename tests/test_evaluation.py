@@ -120,6 +120,32 @@ def test_schedule_every_kth_and_the_last_update():
     assert evaluation.auto_every(100_000, 10_000, 32, 500) == 10_000  # a long run: 10 evaluations
 
 
+def test_automatic_episodes_cost_at_most_5_percent_of_the_budget_down_to_one():
+    assert evaluation.auto_episodes(976, 512, 500) == 32  # CartPole at 500k steps: the full 32
+    assert evaluation.auto_episodes(640, 500, 500) == 32  # exactly 640 episodes' worth of steps
+    assert evaluation.auto_episodes(639, 500, 500) == 31  # one update less: 31 (31 x 500 <= 5% of 319,500)
+    assert evaluation.auto_episodes(195, 512, 500) == 9  # CartPole at 100k steps
+    assert evaluation.auto_episodes(400, 16, 500) == 1  # 6,400 steps: one episode, never none
+    assert evaluation.auto_episodes(1, 1, 10_000) == 1
+    for updates, steps, limit in [(976, 512, 500), (195, 512, 500), (1953, 512, 200), (300, 128, 1_000)]:
+        episodes, budget = evaluation.auto_episodes(updates, steps, limit), 0.05 * updates * steps
+        assert episodes * limit <= budget  # within 5% of the training's env steps ...
+        assert episodes == 32 or (episodes + 1) * limit > budget  # ... and as many as that affords, up to 32
+
+
+def test_resolve_fills_episodes_from_the_budget_and_keeps_what_is_given():
+    env, env_params = envs.make("CartPole-v1")
+    tiny = ppo.make(ppo.Config(num_envs=1, num_steps=16, total_timesteps=6_400), env, env_params)
+    config = evaluation.resolve(evaluation.EvalConfig(), tiny, env, env_params)
+    assert (config.episodes, config.every, config.max_steps) == (1, 400, 500)
+    given = evaluation.resolve(evaluation.EvalConfig(episodes=8, every=0), tiny, env, env_params)
+    assert (given.episodes, given.every) == (8, 0)
+    full = ppo.make(ppo.Config(num_envs=4, num_steps=128, total_timesteps=500_000), env, env_params)
+    assert evaluation.with_evaluation(full, env, env_params, evaluation.EvalConfig()).evaluation.config.episodes == 32
+    # one run's count depends on its own budget, not on how many runs train beside it
+    assert evaluation.with_evaluation(tiny, env, env_params, evaluation.EvalConfig()).evaluation.config.episodes == 1
+
+
 class Toy(NamedTuple):
     params: jax.Array  # f32[]
     key: jax.Array
@@ -273,25 +299,25 @@ def run_main(argv):
 
 def test_cli_default_evaluates_the_final_policy_into_summary_and_config(tmp_path):
     out = tmp_path / "run"
-    code, stdout, stderr = run_main([*TINY, "--eval-episodes", "4", "--out", str(out)])
+    code, stdout, stderr = run_main([*TINY, "--out", str(out)])
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    # a tiny budget: the automatic interval evaluates only after the last of the 3 updates
-    assert config["eval"] == {"every": 3, "episodes": 4, "mode": "greedy", "seed": 0}
+    # a tiny budget (48 steps): one episode per seed, evaluated only after the last of the 3 updates
+    assert config["eval"] == {"every": 3, "episodes": 1, "mode": "greedy", "seed": 0}
     assert summary["eval"]["final_update"] == 2 and summary["eval"]["max_steps"] == 500
     per_seed = summary["final_eval_return_per_seed"]
     assert len(per_seed) == 2 and all(1.0 <= x <= 500.0 for x in per_seed)
     assert summary["final_eval_return_mean"] == pytest.approx(np.mean(per_seed))
     assert "final_eval_return_range" in summary and "final_return_mean" in summary  # 2 seeds: a range
-    assert "eval return (greedy, 4 episodes per seed)" in stdout and "eval per seed:" in stdout
+    assert "eval return (greedy, 1 episode per seed)" in stdout and "eval per seed:" in stdout
     rows = (out / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("eval_return")
     cells = [row.split(",")[column] for row in rows[1:]]  # seed-major: updates 0, 1, 2 of each seed
     assert cells[0] == cells[1] == cells[3] == cells[4] == "" and cells[2] and cells[5]
     # --resume reads the settings back as they were resolved
     _, args = train_cli.load_run_config(out)
-    assert (args.eval_every, args.eval_episodes, args.eval_mode, args.eval_seed) == (3, 4, "greedy", 0)
+    assert (args.eval_every, args.eval_episodes, args.eval_mode, args.eval_seed) == (3, 1, "greedy", 0)
 
 
 def test_run_folder_from_before_evaluation_resumes_without_it(tmp_path):

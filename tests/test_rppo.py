@@ -322,11 +322,12 @@ def test_cartpole_without_velocities_rppo_reaches_what_the_mlp_cannot(seeds):
     preset = presets.get("rppo-cartpole-novelocity")
     env, params = envs.make(preset.env)
     config = rppo.Config(**{**preset.config, "total_timesteps": NOVEL_STEPS})
-    algo = with_evaluation(rppo.make(config, env, params), env, params, EvalConfig(every=1000))
+    # 32 episodes, as measured (the automatic count at 64k steps of 500-step episodes would be 6)
+    algo = with_evaluation(rppo.make(config, env, params), env, params, EvalConfig(every=1000, episodes=32))
     result = rl.train(algo, rppo.Hyper(**preset.hyper), seeds=seeds(0, 1))
     recurrent, _ = final_eval_returns(result.metrics["eval_return"])
     mlp_config = ppo.Config(num_envs=16, num_steps=32, num_minibatches=4, total_timesteps=NOVEL_STEPS)
-    mlp = with_evaluation(ppo.make(mlp_config, env, params), env, params, EvalConfig(every=1000))
+    mlp = with_evaluation(ppo.make(mlp_config, env, params), env, params, EvalConfig(every=1000, episodes=32))
     memoryless, _ = final_eval_returns(
         rl.train(mlp, ppo.Hyper(learning_rate=1e-3), seeds=seeds(0, 1)).metrics["eval_return"]
     )

@@ -65,6 +65,7 @@ __all__ = [
     "make_evaluation",
     "obs_statistics",
     "play_episodes",
+    "resolve",
     "with_evaluation",
 ]
 
@@ -74,7 +75,8 @@ EVAL_METRICS: tuple[str, ...] = (EVAL_RETURN, EVAL_LENGTH)
 EVAL_MODES: tuple[str, ...] = ("greedy", "stochastic")
 DEFAULT_MAX_STEPS = 10_000  # an episode's cap for an env without max_steps_in_episode
 AUTO_MAX_EVALUATIONS = 10  # auto_every: at most this many evaluations over a training budget
-AUTO_COST_FRACTION = 0.05  # auto_every: evaluation env steps at most this fraction of training's
+AUTO_COST_FRACTION = 0.05  # auto_every, auto_episodes: evaluation env steps at most this fraction of training's
+AUTO_EPISODES = 32  # auto_episodes: the episodes per evaluation of a budget that affords them
 
 
 class Episodes(NamedTuple):
@@ -180,8 +182,9 @@ class EvalConfig:
     every: int | None = None
     """evaluate after every ``every``-th update and after the last update of the budget; 0 = off;
     None = :func:`auto_every` (at most 5% of the training's env steps, at least the final one)"""
-    episodes: int = 32
-    """episodes per evaluation and run, played in parallel (the first episode of each env copy)"""
+    episodes: int | None = None
+    """episodes per evaluation and run, played in parallel (the first episode of each env copy);
+    None = :func:`auto_episodes` (32, fewer on a budget too small for 32 at 5% of its env steps)"""
     mode: str = "greedy"
     """greedy: the policy's deterministic action (its mode or argmax); stochastic: sampled actions"""
     seed: int = 0
@@ -202,10 +205,10 @@ class EvalConfig:
             "must be an integer >= 0 (updates between evaluations; 0 = no evaluation) or None (automatic)",
         )
         check(
-            is_int(self.episodes) and 1 <= self.episodes <= 2**24,
+            self.episodes is None or (is_int(self.episodes) and 1 <= self.episodes <= 2**24),
             "eval_episodes",
             self.episodes,
-            "must be an integer in [1, 2**24] (episodes per evaluation and seed)",
+            "must be an integer in [1, 2**24] (episodes per evaluation and seed) or None (automatic)",
         )
         check(self.mode in EVAL_MODES, "eval_mode", self.mode, f"must be one of {', '.join(EVAL_MODES)}")
         check(is_int(self.seed) and 0 <= self.seed < 2**31, "eval_seed", self.seed, "must be an integer in [0, 2**31)")
@@ -256,6 +259,45 @@ def auto_every(num_updates: int, steps_per_update: int, episodes: int, max_steps
     return max(1, math.ceil(num_updates / evaluations))
 
 
+def auto_episodes(num_updates: int, steps_per_update: int, max_steps: int) -> int:
+    """The default episodes per evaluation: 32, or as many as cost at most 5% of training's env steps.
+
+    ``min(32, max(1, floor(0.05 * num_updates * steps_per_update / max_steps)))``: one
+    evaluation of E episodes plays at most ``E * max_steps`` env steps. A budget of at least
+    640 episodes' worth of steps plays 32 (PPO on CartPole-v1 at 500k steps, 500-step
+    episodes); a smaller one fewer, down to one episode per run (e.g. 400 updates of 16 steps:
+    6,400 training steps, where 32 episodes of up to 500 steps would cost 2.5 times the
+    training's steps). The count depends on the run's own budget only, never on how many runs
+    are batched with it, so a seed evaluates the same alone or among thousands.
+    """
+    affordable = math.floor(AUTO_COST_FRACTION * num_updates * steps_per_update / max_steps)
+    return min(max(affordable, 1), AUTO_EPISODES)
+
+
+def resolve(config: EvalConfig, algo: Any, env: Any, env_params: Any) -> EvalConfig:
+    """``config`` with ``max_steps``, ``episodes`` and ``every`` resolved for ``algo`` (an ``Algorithm``).
+
+    ``env``/``env_params``: what the algorithm was made with. ``max_steps`` None: the env's
+    time limit (times the trials of an agent that wraps its env, RL²'s); ``episodes`` None:
+    :func:`auto_episodes`; ``every`` None: :func:`auto_every` (0 stays 0: no evaluation).
+    """
+    config.validate()
+    if getattr(algo, "wrap_env", None) is not None:  # the agent acts in a wrapped env (RL²'s trials)
+        env = algo.wrap_env(env)
+        if config.max_steps is None:  # one of its episodes may be several inner ones (a trial)
+            trial = getattr(env, "episodes_per_trial", 1)
+            config = dataclasses.replace(config, max_steps=default_max_steps(env_params) * trial)
+    max_steps = config.max_steps or default_max_steps(env_params)
+    config = dataclasses.replace(config, max_steps=max_steps)
+    if config.episodes is None:
+        config = dataclasses.replace(config, episodes=auto_episodes(algo.num_updates, algo.steps_per_update, max_steps))
+    if config.every is None:
+        config = dataclasses.replace(
+            config, every=auto_every(algo.num_updates, algo.steps_per_update, config.episodes, max_steps)
+        )
+    return config
+
+
 def make_evaluation(
     act: Callable[..., chex.Array], env: Any, env_params: Any, config: EvalConfig, recurrent: Any = None
 ) -> Evaluation:
@@ -271,8 +313,8 @@ def make_evaluation(
     import envs
 
     config.validate()
-    if config.every is None:
-        raise ValueError("make_evaluation needs config.every set; with_evaluation resolves None (automatic)")
+    if config.every is None or config.episodes is None:
+        raise ValueError("make_evaluation needs config.every and config.episodes set; resolve() sets None (automatic)")
     eval_env = env_for_eval(env, env_params)
     max_steps = config.max_steps or default_max_steps(env_params)
     config = dataclasses.replace(config, max_steps=max_steps)  # as played: summary.json records it
@@ -308,17 +350,9 @@ def with_evaluation(algo: Any, env: Any, env_params: Any, config: EvalConfig) ->
                                              rl.device.evaluation.EvalConfig(every=10))   # None: automatic
         result = rl.train(algo, ppo.Hyper(), seeds=range(8))   # result.metrics["eval_return"]
     """
-    config.validate()
+    config = resolve(config, algo, env, env_params)
     if getattr(algo, "wrap_env", None) is not None:  # the agent acts in a wrapped env (RL²'s trials)
         env = algo.wrap_env(env)
-        if config.max_steps is None:  # one of its episodes may be several inner ones (a trial)
-            trial = getattr(env, "episodes_per_trial", 1)
-            config = dataclasses.replace(config, max_steps=default_max_steps(env_params) * trial)
-    if config.every is None:
-        max_steps = config.max_steps or default_max_steps(env_params)
-        config = dataclasses.replace(
-            config, every=auto_every(algo.num_updates, algo.steps_per_update, config.episodes, max_steps)
-        )
     if config.every == 0:
         return algo._replace(evaluation=None)
     recurrent = getattr(algo, "recurrent", None)

@@ -161,7 +161,8 @@ def describe_final_eval_return(summary: dict[str, Any]) -> str | None:
     if "final_eval_return_mean" not in summary:
         return None
     played = summary.get("eval", {})
-    how = f"{played.get('mode', 'greedy')}, {played.get('episodes')} episodes per seed"
+    episodes = played.get("episodes")
+    how = f"{played.get('mode', 'greedy')}, {episodes} episode{'' if episodes == 1 else 's'} per seed"
     mean, ci = summary["final_eval_return_mean"], summary.get("final_eval_return_ci95")
     if mean is None:
         return f"eval return ({how}): no evaluation was played"

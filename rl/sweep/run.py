@@ -183,6 +183,7 @@ def sweep(
         _, env_obj, env_params_obj = _resolve_env(env, env_params)
         for g in the_plan.groups:
             g.algo = with_evaluation(g.algo, env_obj, env_params_obj, evaluation)
+    played = None if evaluation is None else _eval_record(evaluation, the_plan.groups)  # episodes resolved
     out_dir = _prepare_out(out) if primary and out is not None else (Path(out) if out is not None else None)
     distributed.assert_same_on_all_processes(
         {
@@ -194,7 +195,7 @@ def sweep(
     )
     if primary and out_dir is not None:
         record = _plan_record(the_plan, num_chunks, mesh)
-        record["evaluation"] = None if evaluation is None else dataclasses.asdict(evaluation)
+        record["evaluation"] = played
         write_json(out_dir / "sweep.json", record, default=str)
 
     total = sum(g.num_runs * g.algo.num_updates * g.algo.steps_per_update for g in the_plan.groups)
@@ -253,7 +254,7 @@ def sweep(
         extra = {"final_training": final, "scored_by": "final evaluation return"}
         final = np.stack([final_eval_returns(m[EVAL_RETURN])[0] for m in metrics])
         if primary and verbose:
-            print(f"scores: the final evaluation return ({_eval_words(evaluation)})", file=file)
+            print(f"scores: the final evaluation return ({_eval_words(played)})", file=file)
     res = SweepResult(
         plan=the_plan,
         metrics=metrics,
@@ -341,5 +342,14 @@ class _Trackers:
             ) from None
 
 
-def _eval_words(evaluation: Any) -> str:
-    return f"{evaluation.episodes} {evaluation.mode} episodes per seed after the last update"
+def _eval_record(evaluation: Any, groups: Sequence[Any]) -> dict[str, Any]:
+    """``evaluation`` as played: ``episodes`` resolved (a list where groups' budgets differ)."""
+    played = sorted({g.algo.evaluation.config.episodes for g in groups if g.algo.evaluation is not None})
+    episodes = played[0] if len(played) == 1 else (played or evaluation.episodes)
+    return {**dataclasses.asdict(evaluation), "episodes": episodes}
+
+
+def _eval_words(record: dict[str, Any]) -> str:
+    episodes = record["episodes"]
+    count = "/".join(map(str, episodes)) if isinstance(episodes, list) else str(episodes)
+    return f"{count} {record['mode']} episode{'' if episodes == 1 else 's'} per seed after the last update"
