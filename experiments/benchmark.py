@@ -104,6 +104,9 @@ class BenchArgs:
     """scale group: chunks (host round trips) of rl.train and of the CLI; 20 is the CLI's default"""
     timeout: float = 3600.0
     """scale group: seconds after which one measured process is stopped (its row says so)"""
+    scale_rounds: int = 1
+    """scale group: rounds per seed count, each running every process once in turn (interleaved, so a
+    slow spell of a shared machine falls on all of them); a row is the round with its median run time"""
     keep_runs: bool = False
     """scale group: keep the CLI's run folders (hundreds of MB at 2048 seeds) in the output folder"""
 
@@ -645,16 +648,35 @@ def scale_group(args: BenchArgs, out: Path) -> list[ScaleRow]:
     )
     rows: list[ScaleRow] = []
     for n in seeds_for(args, "scale"):
-        batch = []
-        for kind in kinds:
-            batch.append(
-                _measure_cli(config, n, args, out) if kind == "cli" else _measure_in_process(kind, n, spec, args, out)
-            )
-            _print_scale_row(batch[-1])
+        rounds: list[list[ScaleRow]] = []
+        for _ in range(max(1, args.scale_rounds)):
+            rounds.append([])
+            for kind in kinds:
+                rounds[-1].append(
+                    _measure_cli(config, n, args, out)
+                    if kind == "cli"
+                    else _measure_in_process(kind, n, spec, args, out)
+                )
+                _print_scale_row(rounds[-1][-1])
+        batch = [median_round(list(measured)) for measured in zip(*rounds)]
         compare_rows(batch)
         rows += batch
         print(scale_table(batch), flush=True)
     return rows
+
+
+def median_round(measured: list[ScaleRow]) -> ScaleRow:
+    """One process's row over the rounds: the round with the median run time (the lower of the two
+    middle ones for an even count), its note listing every round's run seconds; rounds that failed
+    count only when all did (then the first)."""
+    timed = sorted((r for r in measured if r.run_seconds is not None), key=lambda r: r.run_seconds)
+    if len(measured) == 1 or not timed:
+        return measured[0]
+    row = dataclasses.replace(timed[(len(timed) - 1) // 2])
+    runs = ", ".join(f"{r.run_seconds:.1f}" if r.run_seconds is not None else "failed" for r in measured)
+    rounds = f"median of {len(measured)} rounds (run s: {runs})"
+    row.note = f"{rounds}; {row.note}" if row.note else rounds
+    return row
 
 
 # --- hlo: the kernels and bytes of one update in the compiled program ---------------------------

@@ -154,6 +154,22 @@ def test_scale_rows_compare_with_purejaxrl_and_the_cli_with_rl_train():
     assert (pjr.return_mean, pjr.return_sd, pjr.return_min, pjr.return_max) == (130.0, 0.0, 130.0, 130.0)
 
 
+def test_median_round_picks_the_middle_run_and_names_every_round():
+    rounds = [
+        benchmark.ScaleRow("rl.train", 16, 5.0, run, 10.0 + run, 1e6 / run, note="rl.train call 1 s")
+        for run in (40.0, 30.0, 50.0)
+    ]
+    row = benchmark.median_round(rounds)
+    assert row.run_seconds == 40.0 and row.steps_per_second == pytest.approx(1e6 / 40.0)
+    assert row.note == "median of 3 rounds (run s: 40.0, 30.0, 50.0); rl.train call 1 s"
+    assert rounds[0].note == "rl.train call 1 s"  # the measured rows are left as they were
+    # an even count takes the lower middle; a failed round counts only when every round failed
+    failed = benchmark.ScaleRow("rl.train", 16, note="failed (exit 1)")
+    assert benchmark.median_round([rounds[2], failed, rounds[1]]).run_seconds == 30.0
+    assert benchmark.median_round([failed, failed]) is failed
+    assert benchmark.median_round([rounds[0]]) is rounds[0]
+
+
 def test_scale_table_rows():
     md = benchmark.to_markdown(_scale_rows(), {"cpu": "X", "cores": "2", "devices": "cpu x1", "jax": "0.10.2"})
     lines = md.splitlines()
