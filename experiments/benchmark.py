@@ -42,7 +42,9 @@ came from. Groups:
 Every figure of the ppo and dqn groups is the median of ``--repeats`` timed
 runs (default 3; compile seconds too, since each library run compiles
 afresh): one timing on a shared machine can be off by a third. The scale
-group times each process once (a 2048-seed row takes minutes). Figures are
+group times each process once by default (a 2048-seed row takes minutes);
+``--scale-rounds R`` runs every process of a seed count once per round, R
+rounds in turn, and reports the round with the median run time. Figures are
 wall-clock on the current machine: run it on an idle machine.
 """
 
