@@ -48,6 +48,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rl.device import memory
 from rl.device.evaluation import evaluate_if_due
 from rl.engine import distributed
 from rl.errors import ConfigError
@@ -319,7 +320,7 @@ def copy_fits(state: Any, chunk_memory: Any, bytes_limit: int | None) -> bool:
     """
     if not bytes_limit:
         return True
-    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state)) // max(1, len(jax.devices()))
+    state_bytes = memory.tree_bytes(state) // max(1, len(jax.devices()))
     m = chunk_memory
     chunk_bytes = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     return chunk_bytes + state_bytes <= 0.9 * bytes_limit
