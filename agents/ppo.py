@@ -141,6 +141,7 @@ class Static(NamedTuple):
     env_params: Any
     network: hk.Transformed
     discrete: bool
+    truncation_bound: int | None = None  # onpolicy.truncation_bound of the raw env (None: unknown)
 
 
 def _optimizer(hyper: Hyper, learning_rate: Array) -> optax.GradientTransformation:
@@ -178,7 +179,13 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:
     """GAE advantages and value targets, flattened to a `[T * B]` batch."""
     log_prob, value = transitions.extras
-    _, next_value = static.network.apply(params, onpolicy.flatten_time(transitions.next_obs))
+    next_value = onpolicy.successor_values(
+        lambda obs: static.network.apply(params, obs)[1],
+        value,
+        transitions.next_obs,
+        transitions.truncated,
+        static.truncation_bound,
+    )
     advantage, target = gae_advantages(
         transitions.reward,
         value,
@@ -238,5 +245,6 @@ def make(config: Config, env: Any, env_params: Any) -> Algorithm:
     config.validate(action_space)
     check_torso(config.torso, env.observation_space(env_params))
     venv = envs.vectorize(env, config.num_envs, normalize_obs=config.normalize_obs)
-    static = Static(config, venv, env_params, network(config, action_space), envs.is_discrete(action_space))
+    bound = onpolicy.truncation_bound(env, env_params, config.num_steps)
+    static = Static(config, venv, env_params, network(config, action_space), envs.is_discrete(action_space), bound)
     return bind("ppo", static, init, update, act, config.batch_size, config.num_updates)

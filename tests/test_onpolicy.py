@@ -3,6 +3,7 @@
 import collections
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -43,3 +44,69 @@ def test_permutation_sorts_the_rounds_its_docstring_states(n, rounds):
     sorts = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "sort"]
     assert len(sorts) == rounds
     assert all(len(e.invars) == 1 for e in sorts)  # one packed operand: the fast sort
+
+
+# ---------------------------------------------------------------- successor values (bootstrap)
+
+
+def test_truncation_bound_of_gymnax_time_limits_and_unknown_elsewhere():
+    import gymnax
+
+    import envs
+
+    env, params = gymnax.make("CartPole-v1")  # max_steps_in_episode 500
+    assert onpolicy.truncation_bound(env, params, 128) == 1
+    assert onpolicy.truncation_bound(env, params, 500) == 1
+    assert onpolicy.truncation_bound(env, params, 501) == 2
+    assert onpolicy.truncation_bound(env, params.replace(max_steps_in_episode=10), 25) == 3
+
+    class OwnLimit(type(env)):  # truncates on a rule of its own: no bound can be read off
+        def is_truncated(self, state, params):
+            return state.time >= 3
+
+    assert onpolicy.truncation_bound(OwnLimit(), params, 128) is None
+    assert onpolicy.truncation_bound(envs.vectorize(env, 4), params, 128) is None  # a wrapper
+    assert onpolicy.truncation_bound(object(), params, 128) is None
+
+
+@pytest.mark.parametrize("max_steps", [10, 32, 500])
+def test_successor_values_equal_valuing_every_successor(max_steps):
+    # A random policy on CartPole with a time limit of `max_steps`, the rollout starting 5 steps
+    # into the episodes: at 10, an env is truncated up to 4 times in 40 steps (the bound), all
+    # before the last step; at 32 about once; at 500 never. Valuing only the last step and the
+    # truncated final observations must give the values of all T x B successors wherever the
+    # targets read them (everywhere but terminated steps). The wrong answers: the next step's
+    # value where an episode was truncated (a reset observation's), or an env's 4th truncation
+    # left out.
+    import gymnax
+
+    import envs
+    from rl.device.rollout import rollout
+
+    env, params = gymnax.make("CartPole-v1")
+    params = params.replace(max_steps_in_episode=max_steps)
+    num_steps, num_envs = 40, 8
+    venv = envs.vectorize(env, num_envs)
+    w = jax.random.normal(jax.random.key(1), (4,))
+    value_of = lambda obs: jnp.tanh(obs @ w) + obs[..., 0]  # noqa: E731
+
+    def policy(obs, key):
+        return jax.random.randint(key, (num_envs,), 0, 2), value_of(obs)
+
+    obs, state = venv.reset(jax.random.key(0), params)
+    _, state, obs, _ = rollout(venv, params, policy, state, obs, jax.random.key(3), 5)
+    transitions, *_ = rollout(venv, params, policy, state, obs, jax.random.key(2), num_steps)
+    bound = onpolicy.truncation_bound(env, params, num_steps)
+    assert bound == -(-num_steps // max_steps)
+    got = onpolicy.successor_values(value_of, transitions.extras, transitions.next_obs, transitions.truncated, bound)
+    every = onpolicy.successor_values(value_of, transitions.extras, transitions.next_obs, transitions.truncated, None)
+    read = ~np.asarray(transitions.terminated)
+    np.testing.assert_allclose(np.asarray(got)[read], np.asarray(every)[read], rtol=1e-6, atol=1e-6)
+    truncated = np.asarray(transitions.truncated)
+    if max_steps == 10:
+        assert truncated[:-1].sum(axis=0).max() == bound  # every slot of the bound is used
+    if max_steps < num_steps:
+        # where truncated, the next row's value (a reset observation) is not the bootstrap
+        shifted = np.asarray(transitions.extras)[1:]
+        cut = truncated[:-1]
+        assert cut.any() and not np.allclose(shifted[cut], np.asarray(every)[:-1][cut])

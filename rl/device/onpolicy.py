@@ -80,6 +80,71 @@ def flatten_time(batch: Any) -> Any:
     return jax.tree.map(lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), batch)
 
 
+def truncation_bound(env: Any, env_params: Any, num_steps: int) -> int | None:
+    """At most how many times one env can be truncated in ``num_steps`` consecutive steps, where
+    this is known before tracing; None where it is not.
+
+    Known for an env that uses gymnax's own ``step`` and ``is_truncated``: it is truncated exactly
+    when ``state.time`` reaches ``env_params.max_steps_in_episode`` (a concrete M >= 1), and an
+    automatic reset restarts ``time`` at 0, so two truncations are at least M steps apart and
+    ``num_steps`` steps hold at most ``ceil(num_steps / M)``. Any other env (a wrapper, another
+    suite, an env of your own) gets None, and :func:`successor_values` values every successor.
+    """
+    from gymnax.environments.environment import Environment
+
+    kind = type(env)
+    if not isinstance(env, Environment) or kind.step is not Environment.step:
+        return None
+    if kind.is_truncated is not Environment.is_truncated:
+        return None
+    limit = getattr(env_params, "max_steps_in_episode", None)
+    if isinstance(limit, jax.core.Tracer) or limit is None or isinstance(limit, bool):
+        return None
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        return None
+    return -(-num_steps // limit) if limit >= 1 else None
+
+
+def successor_values(
+    value_of: Callable[[Array], Array], values: Array, next_obs: Array, truncated: Array, bound: int | None
+) -> Array:
+    """``V(s'_t)`` `[T, B]`: the value of every step's true successor, ``next_obs`` (the final
+    observation where an episode ended), for the targets' bootstrap.
+
+    Where a step did not end its episode, its successor is the next step's observation, whose
+    value the rollout already computed with the same parameters: ``values[t + 1]``. Valued here
+    are only the last step's successors (B rows) and the final observations of truncated steps,
+    at most ``bound`` per env (:func:`truncation_bound`), instead of all T x B successors. A
+    terminated step keeps ``values[t + 1]``, which the targets multiply by 0. With ``bound=None``
+    (or ``>= T``) every successor is valued, in one pass over `[T * B]` rows.
+
+    Args:
+      value_of: observations `[N, *obs_shape]` -> values `[N]`, with the rollout's parameters.
+      values: `[T, B]` the rollout's values of the observations acted on.
+      next_obs: `[T, B, *obs_shape]` each step's true successor.
+      truncated: `[T, B]` bool.
+      bound: at most this many truncations per env in the T steps (static), or None.
+    """
+    num_steps, num_envs = values.shape
+    if bound is None or bound >= num_steps:
+        return value_of(flatten_time(next_obs)).reshape(values.shape)
+    last = value_of(next_obs[-1]).reshape(1, num_envs)
+    shifted = jnp.concatenate([values[1:], last], axis=0).astype(values.dtype)
+    if bound == 0:
+        return shifted
+    # per env, the steps of its first `bound` truncations (padded with T - 1)
+    steps = jax.vmap(
+        lambda column: jnp.nonzero(column, size=bound, fill_value=num_steps - 1)[0], in_axes=1, out_axes=1
+    )(truncated)  # [bound, B]
+    envs_ = jnp.broadcast_to(jnp.arange(num_envs), steps.shape)
+    rows = next_obs[steps, envs_]  # [bound, B, *obs_shape]
+    final = value_of(rows.reshape((bound * num_envs,) + rows.shape[2:])).reshape(steps.shape)
+    hit = truncated[steps, envs_]
+    return shifted.at[steps, envs_].set(jnp.where(hit, final.astype(values.dtype), shifted[steps, envs_]))
+
+
 def annealed(learning_rate, update_idx: Array, num_updates: int, anneal: bool) -> Array:
     """``learning_rate`` decayed linearly to 0 over ``num_updates`` when ``anneal``.
 
