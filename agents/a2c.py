@@ -193,13 +193,8 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:
     """GAE(lambda) advantages and value targets, flattened to a `[T * B]` batch."""
     value = transitions.extras
-    next_value = onpolicy.successor_values(
-        lambda obs: static.network.apply(params, obs)[1],
-        value,
-        transitions.next_obs,
-        transitions.truncated,
-        static.truncation_bound,
-    )
+    value_of = lambda obs: static.network.apply(params, obs)[1]  # noqa: E731
+    next_value = onpolicy.successor_values(value_of, value, transitions, static.truncation_bound)
     advantage, target = gae_advantages(
         hyper.reward_scale * transitions.reward,
         value,

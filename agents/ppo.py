@@ -179,13 +179,8 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:
     """GAE advantages and value targets, flattened to a `[T * B]` batch."""
     log_prob, value = transitions.extras
-    next_value = onpolicy.successor_values(
-        lambda obs: static.network.apply(params, obs)[1],
-        value,
-        transitions.next_obs,
-        transitions.truncated,
-        static.truncation_bound,
-    )
+    value_of = lambda obs: static.network.apply(params, obs)[1]  # noqa: E731
+    next_value = onpolicy.successor_values(value_of, value, transitions, static.truncation_bound)
     advantage, target = gae_advantages(
         transitions.reward,
         value,

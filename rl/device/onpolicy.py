@@ -107,9 +107,7 @@ def truncation_bound(env: Any, env_params: Any, num_steps: int) -> int | None:
     return -(-num_steps // limit) if limit >= 1 else None
 
 
-def successor_values(
-    value_of: Callable[[Array], Array], values: Array, next_obs: Array, truncated: Array, bound: int | None
-) -> Array:
+def successor_values(value_of: Callable[[Array], Array], values: Array, transitions: Any, bound: int | None) -> Array:
     """``V(s'_t)`` `[T, B]`: the value of every step's true successor, ``next_obs`` (the final
     observation where an episode ended), for the targets' bootstrap.
 
@@ -123,10 +121,11 @@ def successor_values(
     Args:
       value_of: observations `[N, *obs_shape]` -> values `[N]`, with the rollout's parameters.
       values: `[T, B]` the rollout's values of the observations acted on.
-      next_obs: `[T, B, *obs_shape]` each step's true successor.
-      truncated: `[T, B]` bool.
+      transitions: the rollout's ``Transition`` (`[T, B]` leaves): its ``next_obs``, each step's true
+        successor, and ``truncated``.
       bound: at most this many truncations per env in the T steps (static), or None.
     """
+    next_obs, truncated = transitions.next_obs, transitions.truncated
     num_steps, num_envs = values.shape
     if bound is None or bound >= num_steps:
         return value_of(flatten_time(next_obs)).reshape(values.shape)
