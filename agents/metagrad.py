@@ -155,6 +155,7 @@ class Static(NamedTuple):
     env_params: Any
     network: hk.Transformed
     discrete: bool
+    truncation_bound: int | None = None  # onpolicy.truncation_bound of the raw env (None: unknown)
 
 
 def discount_and_lambda(meta_params: Array) -> tuple[Array, Array]:
@@ -263,8 +264,9 @@ def targets(static: Static, params: hk.Params, transitions, gamma: Array, lambda
 
     Differentiable in ``gamma`` and ``lambda_``; the values (of ``params``) are constants.
     """
-    value = jax.lax.stop_gradient(transitions.extras)
-    _, next_value = static.network.apply(params, onpolicy.flatten_time(transitions.next_obs))
+    value = jax.lax.stop_gradient(transitions.extras)  # the rollout was collected with ``params``
+    value_of = lambda obs: static.network.apply(params, obs)[1]  # noqa: E731
+    next_value = onpolicy.successor_values(value_of, value, transitions, static.truncation_bound)
     advantage, target = gae_advantages(
         transitions.reward,
         value,
@@ -351,7 +353,8 @@ def build(config: Config, env: Any, env_params: Any) -> Static:
     config.validate(action_space)
     venv = envs.vectorize(env, config.num_envs)
     network = actor_critic_of(config, action_space)
-    return Static(config, venv, env_params, network, envs.is_discrete(action_space))
+    bound = onpolicy.truncation_bound(env, env_params, config.num_steps)
+    return Static(config, venv, env_params, network, envs.is_discrete(action_space), bound)
 
 
 def make(config: Config, env: Any, env_params: Any) -> Algorithm:

@@ -92,6 +92,31 @@ def test_inner_update_is_one_a2c_step_at_the_current_gamma_and_lambda():
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(params)))
 
 
+def test_targets_reuse_the_rollouts_values_and_equal_a_full_critic_pass():
+    # CartPole cut at 10 steps, 8-step rollouts: some env is truncated inside the stored rollout.
+    # The targets value only the last step's successors and the truncated final observations,
+    # reading the rest from the rollout's values; that is right only because the stored rollout
+    # was collected with the parameters the targets use. The wrong answers: stale values (from
+    # other parameters) or a reset observation's value as a truncated step's bootstrap.
+    env, params = envs.make("CartPole-v1")
+    static = metagrad.build(SMALL, env, params.replace(max_steps_in_episode=10))
+    assert static.truncation_bound == 1
+    init, step = jax.jit(functools.partial(metagrad.init, static)), jax.jit(functools.partial(metagrad.update, static))
+    hyper = metagrad.Hyper()
+    state = init(jax.random.key(0), hyper)
+    for _ in range(4):
+        state, _ = step(state, hyper)
+    tau = state.transitions
+    assert np.asarray(tau.truncated).any()
+    _, values = static.network.apply(state.params, tau.obs.reshape(-1, *tau.obs.shape[2:]))
+    np.testing.assert_allclose(np.asarray(tau.extras).reshape(-1), values, rtol=1e-5, atol=1e-6)
+    gamma, lambda_ = metagrad.discount_and_lambda(state.meta_params)
+    got = metagrad.targets(static, state.params, tau, gamma, lambda_)
+    full = metagrad.targets(static._replace(truncation_bound=None), state.params, tau, gamma, lambda_)
+    np.testing.assert_allclose(got.advantage, full.advantage, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.target, full.target, rtol=1e-5, atol=1e-5)
+
+
 def test_rmsprop_is_optaxs_and_its_derivative_is_finite_at_a_zero_gradient():
     # SB3's RMSprop as optax.scale_by_rms(eps_in_sqrt=False) computes it, number for number; but
     # an entry whose gradient is 0 has second moment 0, where optax's derivative is NaN (found by
