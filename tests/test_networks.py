@@ -1,4 +1,7 @@
-"""The networks shared by the agents: the CNN torso option of every agent with an MLP."""
+"""The networks shared by the agents: their linear layer's product and the CNN torso option of every
+agent with an MLP."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,57 @@ TINY = {
     ),
     "sac": dict(num_envs=1, total_timesteps=8, learning_starts=2, buffer_size=8, batch_size=2),
 }
+
+
+def _layer(cls):
+    import haiku as hk
+
+    return hk.without_apply_rng(hk.transform(lambda x: jnp.tanh(cls(3, name="layer")(x))))
+
+
+@pytest.mark.parametrize("shape", [(5,), (7, 5), (2, 7, 5)])
+def test_linear_is_haiku_linear_in_parameters_values_and_derivatives_of_two_orders(shape):
+    # networks.Linear writes the weight gradient as transpose(x) @ dy on the CPU; the wrong answers:
+    # a wrong contraction (leading axes of a rank-3 input), a transposed [out, in] gradient, or a
+    # backward pass that cannot itself be differentiated (metagrad and MAML differentiate it).
+    import haiku as hk
+    import optax
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    ours, haikus = _layer(networks.Linear), _layer(hk.Linear)
+    params = haikus.init(jax.random.key(1), x)
+    mine = ours.init(jax.random.key(1), x)
+    assert jax.tree.structure(mine) == jax.tree.structure(params)
+    jax.tree.map(np.testing.assert_array_equal, mine, params)
+
+    def loss(net):
+        return lambda p, x: jnp.sum(jnp.sin(net.apply(p, x)))
+
+    def second(net):  # the gradient of the first gradient's squared norm
+        first = jax.grad(loss(net), argnums=(0, 1))
+        return jax.grad(lambda p, x: optax.tree.norm(first(p, x)) ** 2, argnums=(0, 1))
+
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    close(ours.apply(params, x), haikus.apply(params, x))
+    for fn in (lambda net: jax.grad(loss(net), argnums=(0, 1)), second):
+        jax.tree.map(close, jax.jit(fn(ours))(params, x), jax.jit(fn(haikus))(params, x))
+    # vmapped over runs (each with its own parameters), as the engine runs seeds
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 2 * p]), params)
+    per_run = lambda net: jax.jit(jax.vmap(jax.grad(loss(net)), in_axes=(0, None)))  # noqa: E731
+    jax.tree.map(close, per_run(ours)(stacked, x), per_run(haikus)(stacked, x))
+
+
+def test_linear_weight_gradient_is_an_untransposed_product_on_the_cpu():
+    # what the CPU program asks XLA for: transpose(x) [in, N] @ dy [N, out], not autodiff's
+    # contraction over x's leading axis (which XLA's CPU backend does not give its fast matmul)
+    x = jnp.ones((7, 5))
+    net = _layer(networks.Linear)
+    params = net.init(jax.random.key(0), x)
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(net.apply(p, x))))
+    text = grad.trace(params).lower(lowering_platforms=("cpu",)).as_text()
+    assert "stablehlo.transpose" in text
+    assert "contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<5x7xf32>, tensor<7x3xf32>)" in text
+    assert "contracting_dims = [0] x [0]" not in text
 
 
 def test_flat_features_applies_minatar_convolution():
