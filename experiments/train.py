@@ -11,8 +11,8 @@ per-seed metrics (``--per-seed-metrics``: metrics.csv and metrics.jsonl up to
 32 seeds, one metrics.parquet for more), tensorboard/, curve.png, params.npz
 (final parameters, leading axis = seed; up to 32 seeds, else they are read
 from the final checkpoint), checkpoints/ (the whole training
-state every ``--checkpoint-every`` chunks or ``--checkpoint-seconds``,
-whichever comes first, and at the end; see rl/engine/checkpoint.py) and summary.json
+state every ``--checkpoint-seconds``, 180 by default, or every ``--checkpoint-every``
+chunks when given, whichever comes first, and at the end; see rl/engine/checkpoint.py) and summary.json
 (``status``: running, completed, interrupted, diverged or failed; the final
 return of the training episodes and, beside it, ``final_eval_return``: the
 evaluation episodes played after the last update, see ``--eval-*`` and
@@ -97,10 +97,10 @@ class TrainArgs(Generic[C, H]):
 class RunArgs(TrainArgs[C, H]):
     """Train one agent on one environment over several seeds in parallel."""
 
-    checkpoint_every: int = 5
-    """save the whole training state every K chunks (and always at the end and on Ctrl-C/SIGTERM); 0 = only then"""
+    checkpoint_every: int = 0
+    """also save the whole training state every K chunks; 0 = by the clock only (it is always saved at the end and on Ctrl-C/SIGTERM)"""
     checkpoint_seconds: float = 180.0
-    """also save once this many seconds have passed since the last save, whichever comes first; 0 = off"""
+    """save once this many seconds have passed since the last save (or every K chunks, whichever comes first); 0 = off"""
     keep_checkpoints: int = 2
     """checkpoints kept in RUN_DIR/checkpoints (older ones are deleted)"""
     per_seed_metrics: Literal["auto", "csv", "parquet", "none"] = "auto"
@@ -734,7 +734,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     """Train (or, with ``resume``, continue ``args.out``), write the run folder, return the summary.
 
     The library entry point behind the CLI. ``args`` may be a :class:`TrainArgs`
-    (no checkpoint flags: checkpoints every 5 chunks or 3 minutes, 2 kept) or a :class:`RunArgs`.
+    (no checkpoint flags: a checkpoint every 3 minutes and at the end, 2 kept) or a :class:`RunArgs`.
 
     The folder is locked for the whole call (:func:`claim_folder`). A resume checks
     config.json against the checkpoint and the metric files before it changes any file,
@@ -752,7 +752,7 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
     from rl.host.stats import mean_over_episodes
 
     algo, mesh = prepare(agent_name, args)
-    every, keep = getattr(args, "checkpoint_every", 5), getattr(args, "keep_checkpoints", 2)
+    every, keep = getattr(args, "checkpoint_every", 0), getattr(args, "keep_checkpoints", 2)
     seconds = float(getattr(args, "checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS))
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     labels = [{"seed": s} for s in seeds]
