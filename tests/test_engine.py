@@ -98,7 +98,7 @@ def test_cli_writes_a_complete_run_folder(tmp_path, capsys):
             "--total-timesteps",
             "2560",
             "--num-chunks",
-            "2",
+            "10",
             "--out",
             str(out),
             "--progress",
@@ -106,6 +106,10 @@ def test_cli_writes_a_complete_run_folder(tmp_path, capsys):
         ]
     )
     assert code == 0
+    # a run this short (well under the default 180 s) checkpoints once, after its last update;
+    # a save every 5 chunks (the earlier default) would have kept updates 10 and 20
+    steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [20], steps
     for name in ["config.json", "metrics.csv", "metrics.jsonl", "curve.png", "params.npz", "summary.json"]:
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").iterdir())
