@@ -59,7 +59,7 @@ def matmul(x: Array, w: Array) -> Array:
     the weight gradient ``x^T dy`` differs. Left as the contraction over ``x``'s leading axis
     that autodiff writes, that product is not handed to the CPU's fast matmul library (YNNPACK,
     which takes only untransposed operands); written as ``transpose(x) @ dy`` it is, which took
-    a 1-seed PPO run at the ``purejaxrl-cartpole`` preset from 3.68 to 3.25 s on a 2-core CPU.
+    a 1-seed PPO run at the ``purejaxrl-cartpole`` preset from 3.32 to 2.97 s on a 2-core CPU.
     Other platforms get autodiff's own contraction (``lax.platform_dependent``), so their
     programs are unchanged.
     """
