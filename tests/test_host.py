@@ -249,6 +249,42 @@ def test_jsonl_round_trip_nulls_and_resume(tmp_path: Path) -> None:
     assert frame.episode_return.isna().sum() == 2  # update 0 and update 3 of run 0
 
 
+def _awkward_floats(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Normal, tiny, huge, whole, signed-zero and non-finite float32 values."""
+    special = np.array([0.1, -0.0, 0.0, 1e-30, 3e38, 500.0, 1e16, 1e-5, 123456789.0, np.nan, np.inf, -np.inf])
+    values = rng.normal(0, 10, n) * 10.0 ** rng.integers(-8, 9, n)
+    chosen = rng.random(n) < 0.3
+    values[chosen] = rng.choice(special, int(chosen.sum()))
+    return values.astype(np.float32)
+
+
+def test_csv_sink_text_is_what_pandas_writes(tmp_path: Path) -> None:
+    # the sink formats cells itself (4x faster than DataFrame.to_csv at one seed): byte for byte the same
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    labels = [
+        {"config": 'a,"b"', "seed": 0, "lr": 0.001, "on": True, "tags": [1, 2]},
+        {"config": "line\nbreak", "seed": 1, "lr": 1e-4, "on": False, "tags": None},
+        {"config": "plain", "seed": 2, "lr": None, "on": 1, "tags": (3,)},
+    ]
+    metrics = {
+        "episode_return": _awkward_floats(rng, 3 * 7).reshape(3, 7),
+        "episodes": rng.integers(0, 2, (3, 7)).astype(np.int32),
+        "loss": _awkward_floats(rng, 3 * 7).reshape(3, 7),
+        "wide": rng.normal(size=(3, 7)),  # float64 keeps its own shortest decimal
+    }
+    path = tmp_path / "m.csv"
+    with sinks.CsvSink(path, labels) as sink:
+        sink.write(metrics, first_update=5, steps_per_update=16)
+        sink.write(metrics, first_update=12, steps_per_update=16)
+    expected = io.StringIO()
+    for header, first in ((True, 5), (False, 12)):
+        table = sinks.chunk_table(labels, metrics, first, 16)
+        pd.DataFrame(table).to_csv(expected, header=header, index=False, lineterminator="\n", na_rep="")
+    assert path.read_text() == expected.getvalue()
+
+
 def test_float32_values_keep_their_shortest_decimal(tmp_path: Path) -> None:
     metrics = {"loss": np.array([[0.1, np.inf]], dtype=np.float32)}
     with sinks.CsvSink(tmp_path / "m.csv", [{"seed": 0}]) as csv_sink:

@@ -100,6 +100,26 @@ def test_aggregate_rows_are_over_the_seeds_that_ended_an_episode() -> None:
     assert rows["q95"].dtype == np.float32
 
 
+@pytest.mark.parametrize("num_seeds", [1, 2, 5, 64])
+def test_aggregate_csv_text_is_what_pandas_writes(tmp_path: Path, num_seeds: int) -> None:
+    # row_cells formats a statistic only where it differs from the mean: the text must not change
+    rng = np.random.default_rng(num_seeds)
+    metrics = _chunk(num_seeds, first=0, length=9)
+    awkward = np.array([0.1, -0.0, 0.0, 1e-30, 3e38, 1e16, np.nan, np.inf, -np.inf], np.float32)
+    metrics["loss"] = rng.choice(awkward, (num_seeds, 9)).astype(np.float32)
+    metrics["same"] = np.broadcast_to(rng.normal(size=9).astype(np.float32), (num_seeds, 9)).copy()
+    metrics["negative_zero"] = np.full((num_seeds, 9), -0.0, np.float32)  # mean 0.0 (a sum), quantiles -0.0
+    path = tmp_path / "metrics_over_seeds.csv"
+    with aggregate.AggregateCsvSink(path) as sink:
+        sink.write(metrics, 0, steps_per_update=16)
+        sink.write(metrics, 9, steps_per_update=16)
+    expected = io.StringIO()
+    for header, first in ((True, 0), (False, 9)):
+        frame = pd.DataFrame(aggregate.chunk_rows(metrics, first, 16), columns=list(aggregate.COLUMNS))
+        frame.to_csv(expected, header=header, index=False, lineterminator="\n", na_rep="")
+    assert path.read_text() == expected.getvalue()
+
+
 def test_aggregate_csv_grows_with_updates_and_resume_cuts_it(tmp_path: Path) -> None:
     path = tmp_path / "metrics_over_seeds.csv"
     with aggregate.AggregateCsvSink(path) as sink:

@@ -50,6 +50,8 @@ __all__ = [
     "TensorBoardSink",
     "WandbSink",
     "chunk_table",
+    "csv_cells",
+    "csv_text",
     "import_wandb",
     "label_value",
     "masked_metrics",
@@ -209,6 +211,51 @@ def chunk_table(
     return table
 
 
+def csv_cells(column: np.ndarray) -> list[str]:
+    """The CSV cells of one column, as ``pandas.DataFrame.to_csv(na_rep="")`` writes them.
+
+    Floats: the shortest decimal that round-trips at the column's own precision (float32 0.1 as
+    ``0.1``), NaN as an empty cell; integers and booleans: ``str``; anything else (the label
+    columns' Python values): ``str`` of the value (None and float NaN empty), quoted as the
+    ``csv`` module quotes a field holding a comma, quote or line break. Tested equal to pandas.
+    """
+    kind = column.dtype.kind
+    if kind == "f":
+        cells = column.astype(str)  # NumPy's shortest round-trip repr of each value's dtype
+        cells[np.isnan(column)] = ""
+        return cells.tolist()
+    if kind in "iub":
+        return column.astype(str).tolist()
+    memo: dict[tuple[type, Any], str] = {}  # labels repeat: each distinct scalar formatted once
+    cells = []
+    for value in column.tolist():
+        if not isinstance(value, (str, int, float)):  # None, and whatever else a label may be
+            cells.append(_csv_field(value))
+            continue
+        key = (type(value), value)  # True and 1 are equal keys otherwise
+        cell = memo.get(key)
+        if cell is None:
+            cell = memo[key] = _csv_field(value)
+        cells.append(cell)
+    return cells
+
+
+def _csv_field(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_text(header: Sequence[str] | None, cells: Sequence[Sequence[str]]) -> str:
+    """CSV lines (``\\n``-terminated) of equal-length columns of cells, after ``header`` when given."""
+    lines = [",".join(_csv_field(name) for name in header)] if header is not None else []
+    lines.extend(map(",".join, zip(*cells, strict=True)))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _json_column(column: np.ndarray) -> list[Any]:
     """Plain Python values of one column; non-finite floats (JSON has none) become None.
 
@@ -268,7 +315,7 @@ class CsvSink(_FileSink):
     The header (label columns, ``update``, ``env_steps``, metric names in the order of the first
     chunk) is written with the first chunk; later chunks must carry the same metric names. With
     ``resume=True`` an existing file is appended to and its header must match. Floats are written
-    as the shortest decimal that round-trips at their dtype's precision (via pandas).
+    as the shortest decimal that round-trips at their dtype's precision (:func:`csv_cells`).
     """
 
     def __init__(self, path: str | os.PathLike[str], run_labels: Sequence[Labels], resume: bool = False) -> None:
@@ -291,14 +338,12 @@ class CsvSink(_FileSink):
 
     def write(self, metrics: Metrics, first_update: int, steps_per_update: int) -> None:
         """Append one row per (run, update) of the chunk and sync the file."""
-        import pandas as pd  # lazy: heavy import, only needed here
-
         table = chunk_table(self._run_labels, metrics, first_update, steps_per_update)
         columns = list(table)
         self._check_columns(columns)
-        frame = pd.DataFrame(table, columns=columns)
+        text = csv_text(columns if self._columns is None else None, [csv_cells(c) for c in table.values()])
         with _naming(self.path):
-            frame.to_csv(self._file, header=self._columns is None, index=False, lineterminator="\n", na_rep="")
+            self._file.write(text)
             self._columns = columns
             _sync(self._file)
 
