@@ -58,7 +58,8 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -869,15 +870,16 @@ def run(agent_name: str, args: TrainArgs, *, resume: bool = False) -> dict[str, 
                         resume=resume,
                         should_stop=stop,
                         checkpoint_meta={"run": record},
+                        wait_for_checkpoint=False,  # its files are written while finish() plots
                     )
                 except (CheckpointReadError, CheckpointMismatchError) as err:
                     raise UsageError(str(err)) from None
             for sink in sinks:
                 sink.close()
-            checkpointer.close()
             if result.status == "interrupted":
                 result.extra["signal"] = stop.requested
-            return finish(run_dir, agent_name, args, algo, result, seeds)
+            # the final checkpoint is written in the background; summary.json names it only once it is
+            return finish(run_dir, agent_name, args, algo, result, seeds, before_summary=checkpointer.close)
         except UsageError:
             _close_quietly(sinks, checkpointer)
             raise
@@ -1120,8 +1122,21 @@ def _cut_metric_files(run_dir: Path, rows: int) -> None:
             os.fsync(f.fileno())
 
 
-def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds) -> dict[str, Any]:
-    """Curve, parameters and summary.json of a batch of runs that stopped (for any reason)."""
+def finish(
+    run_dir: Path,
+    agent_name: str,
+    args: TrainArgs,
+    algo,
+    result,
+    seeds,
+    before_summary: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Curve, parameters and summary.json of a batch of runs that stopped (for any reason).
+
+    ``before_summary`` runs after the curve and params.npz are written and before summary.json
+    (the CLI waits there for the final checkpoint, written meanwhile in the background).
+    """
+    started = time.perf_counter()
     from rl.host import plots
     from rl.host.runs import final_eval_return_summary, final_return_summary, writes_params_npz
 
@@ -1154,11 +1169,15 @@ def finish(run_dir: Path, agent_name: str, args: TrainArgs, algo, result, seeds)
             summary["params"] = "params.npz"
         else:  # a second copy of every seed's parameters would dominate the folder: agents.load reads them here
             summary["params"] = f"{CHECKPOINT_DIR}/{result.checkpoint_step}"
+    if before_summary is not None:
+        before_summary()
     summary.update(
         {
             "compile_seconds": result.compile_seconds,
             "run_seconds": result.run_seconds,
             "env_steps_per_second": result.env_steps_per_second,
+            # after training: the final checkpoint (written meanwhile), curve.png, params.npz
+            "finish_seconds": time.perf_counter() - started,
             "num_chunks": result.num_chunks,
             # a run's numbers are reproducible bit for bit at the same runs per device (README "Randomness")
             "num_devices": num_devices,

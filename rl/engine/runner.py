@@ -172,7 +172,8 @@ class TrainResult:
     hypers: Hyper  # hyperparameters with leading axis N
     steps_per_update: int
     compile_seconds: float  # lowering + XLA compilation of init and chunk
-    run_seconds: float  # wall time of all chunks, compilation excluded
+    run_seconds: float  # wall time of initialisation and all chunks up to their last metrics on the host;
+    # compilation and the final checkpoint excluded (checkpoints saved mid-run are in it)
     num_chunks: int
     extra: dict[str, Any] = field(default_factory=dict)
     status: str = "completed"  # "completed", "interrupted" (should_stop) or "diverged"
@@ -451,6 +452,7 @@ def run_batch(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     stop_on_divergence: bool = False,
+    wait_for_checkpoint: bool = True,
 ) -> TrainResult:
     """Train N runs (``keys[N]``, ``hypers`` with leading axis N) to the end.
 
@@ -459,8 +461,9 @@ def run_batch(
     checkpoint is due, a device copy of the state is taken before the next
     chunk is dispatched (that chunk reuses the state's buffers); once the
     chunk's metrics are on the host and show no divergence that stops training,
-    the copy is saved while the next chunk computes. Only the last chunk's
-    checkpoint waits for the device.
+    the copy is saved while the next chunk computes. The final checkpoint
+    (after the last chunk, or on a stop request) is saved once training has
+    ended: ``run_seconds`` stops before it.
 
     Args:
       checkpointer: an ``rl.engine.checkpoint.Checkpointer``; saves every
@@ -479,6 +482,12 @@ def run_batch(
         default here, for sweeps where some settings are expected to blow
         up) all runs train to the end and ``divergence`` lists the runs
         that went non-finite; ``train`` stops by default.
+      wait_for_checkpoint: return once the final checkpoint is written (the
+        default). False returns while its files are still being written in
+        the background (the device arrays are already copied), so the caller
+        can do its own end work meanwhile; it must then call
+        ``checkpointer.wait()`` or ``close()`` before relying on the files
+        (the CLI does so before it writes summary.json).
     """
     mesh = make_mesh() if mesh is None else mesh
     num_runs = int(keys.shape[0])
@@ -597,8 +606,10 @@ def run_batch(
         if stopping:
             status = "diverged"
             break
+        if last:  # the final checkpoint is saved once the clock has stopped, below
+            break
         if checkpointer is not None and checkpointer.due(chunk, len(schedule)):
-            if copy_state is not None and not last:  # copied before the next chunk reuses the buffers
+            if copy_state is not None:  # copied before the next chunk reuses the buffers
                 snapshot = (chunk, copy_state(state))
                 continue
             while pending and not stopping:  # no copy: the save waits for its chunk
@@ -612,12 +623,15 @@ def run_batch(
             if drain(pending.pop(0)):
                 status = "diverged"
                 break
-        if status == "interrupted" and checkpointer is not None and chunk > 0:
-            save(chunk, state)  # also what a snapshot taken after the last chunk run would hold
     jax.block_until_ready(state)  # a diverged run's chunk in flight is discarded
-    if checkpointer is not None:
-        checkpointer.wait()
+    # training ends here: the chunks, their metrics on the host and any checkpoint saved mid-run;
+    # the final checkpoint's copy and files are not training time
     run_seconds = time.perf_counter() - t0
+    if checkpointer is not None and status != "diverged" and chunk > 0:
+        # after the last chunk, or a stop request: what a snapshot taken then would hold too
+        save(chunk, state)
+    if checkpointer is not None and wait_for_checkpoint:
+        checkpointer.wait()
 
     return TrainResult(
         state=state,
@@ -695,6 +709,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     stop_on_divergence: bool = True,
+    wait_for_checkpoint: bool = True,
 ) -> TrainResult:
     """Train ``algo`` with ``hyper`` on every seed in parallel.
 
@@ -736,6 +751,7 @@ def train(
         should_stop=should_stop,
         checkpoint_meta=checkpoint_meta,
         stop_on_divergence=stop_on_divergence,
+        wait_for_checkpoint=wait_for_checkpoint,
     )
     result.seeds = seeds * (int(keys.shape[0]) // len(seeds))  # run h * S + s has seeds[s]
     return result
