@@ -33,6 +33,7 @@ import csv
 import json
 import math
 import os
+import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "csv_cells",
     "csv_text",
     "import_wandb",
+    "scalar_event",
     "label_value",
     "masked_metrics",
     "summary_curves",
@@ -472,18 +474,20 @@ class TensorBoardSink(_ClosingSink):
         """One event per step holding every curve's value at that step (NaN values left out).
 
         One record (and checksum) per update rather than per value: the work per chunk grows with
-        its updates, not with updates x tags.
+        its updates, not with updates x tags. The events are encoded by :func:`scalar_event`, not
+        built as protobuf messages: building them took about 1.3 ms per 61-update chunk, and in
+        one chunk of every 1-seed run a single message constructor took 110 to 200 ms of CPU.
         """
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        tags = [tag for tag, _ in curves]
-        table = np.stack([np.asarray(values, dtype=np.float64) for _, values in curves], axis=1).tolist()  # [L, C]
-        for row, step in zip(table, steps, strict=True):
-            values = [
-                Summary.Value(tag=tag, simple_value=value) for tag, value in zip(tags, row) if not math.isnan(value)
-            ]
-            if values:
-                self._add(Summary(value=values), step)
+        heads = [_value_head(tag) for tag, _ in curves]
+        with np.errstate(over="ignore"):  # protobuf's float field: a float64 beyond float32 is inf there too
+            table = np.stack([np.asarray(values, dtype="<f4") for _, values in curves], axis=1)  # [L, C]
+        present = (~np.isnan(table)).tolist()
+        with _naming(self._event_file):
+            for row, keep, step in zip(table, present, steps, strict=True):
+                data = row.tobytes()  # each value's 4 little-endian bytes, as protobuf writes a float
+                summary = b"".join(head + data[4 * i : 4 * i + 4] for i, head in enumerate(heads) if keep[i])
+                if summary:
+                    self._writer._write_serialized_event(_event_bytes(summary, int(step), time.time()))
 
     def close(self) -> None:
         """Flush and close the event file (idempotent)."""
@@ -491,6 +495,40 @@ class TensorBoardSink(_ClosingSink):
             self._closed = True
             with _naming(self._event_file):
                 self._writer.close()  # flush, fsync, close
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _value_head(tag: str) -> bytes:
+    """A ``Summary.value`` entry up to its float: the entry's key and length, the tag, ``simple_value``'s key."""
+    name = tag.encode()
+    value = (b"\x0a" + _varint(len(name)) + name if name else b"") + b"\x15"  # tag = 1 (proto3: "" omitted)
+    return b"\x0a" + _varint(len(value) + 4) + value  # Summary.value = 1; simple_value = 2, a float
+
+
+def _event_bytes(summary: bytes, step: int, wall_time: float) -> bytes:
+    """A serialized ``Event``: wall_time = 1 (double), step = 2 (int64), summary = 5; proto3 omits zeros."""
+    head = (b"\x09" + struct.pack("<d", wall_time) if wall_time else b"") + (b"\x10" + _varint(step) if step else b"")
+    return head + b"\x2a" + _varint(len(summary)) + summary
+
+
+def scalar_event(values: Sequence[tuple[str, float]], step: int, wall_time: float) -> bytes:
+    """The TensorBoard ``Event`` of one step's scalars, serialized: what :class:`TensorBoardSink` writes.
+
+    Byte-identical to ``Event(wall_time=..., step=..., summary=Summary(value=[Summary.Value(tag=...,
+    simple_value=...)])).SerializeToString()`` (tested), without building the messages.
+    """
+    with np.errstate(over="ignore"):
+        summary = b"".join(_value_head(tag) + np.asarray(value, "<f4").tobytes() for tag, value in values)
+    return _event_bytes(summary, step, wall_time)
 
 
 def _labels_markdown(run_labels: Sequence[Labels]) -> str:
