@@ -239,6 +239,11 @@ def test_two_trainings_of_one_new_folder_start_one(tmp_path, no_training):
 # ------------------------------------------------------------------ a full disk (a file size limit)
 
 
+# A child under ``ulimit -f`` may leave truncated entries in the session's shared compilation cache
+# (tests/conftest.py), which other tests would then read (and warn about): it neither reads nor writes it.
+WITHOUT_SHARED_CACHE = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
+
+
 def limited(argv: list[str], limit_kib: int | None = None) -> list[str]:
     """``argv`` run through bash with SIGXFSZ ignored (a write past the limit fails with EFBIG,
     as on a full disk) and, with ``limit_kib``, ``ulimit -f`` (KiB). ``exec`` keeps the pid."""
@@ -282,6 +287,7 @@ def test_full_disk_stops_with_one_line_keeps_the_checkpoints_and_resumes(tmp_pat
     proc = subprocess.run(
         limited([sys.executable, "-m", "experiments.train", *argv], limit_kib=40),
         cwd=ROOT,
+        env=WITHOUT_SHARED_CACHE,
         capture_output=True,
         text=True,
         timeout=300,
@@ -337,6 +343,31 @@ def test_a_failed_checkpoint_write_keeps_the_saved_ones(tmp_path):
     assert "File too large" in summary["error"] and summary["checkpoint_update"] == 4
     assert len(stderr.splitlines()) == 1, stderr  # no orbax log pages, no late tracebacks
     assert Checkpointer(out / "checkpoints").steps() == [4]
+
+
+def test_a_failed_final_checkpoint_write_fails_the_run(tmp_path):
+    """The final save's files are written while the CLI plots; a failure there still ends the run ``failed``.
+
+    Only the final save (no mid-run ones); the limit leaves room for the metric files, curve.png
+    and params.npz (at most ~75 KB) but not for the checkpoint's data file (~140 KB).
+    """
+    out = tmp_path / "run"
+    argv = [*TINY, "--hidden-sizes", "64", "64", "--checkpoint-seconds", "0", "--out", str(out)]
+    proc = subprocess.run(
+        limited([sys.executable, "-m", "experiments.train", *argv], limit_kib=100),
+        cwd=ROOT,
+        env=WITHOUT_SHARED_CACHE,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "could not write a checkpoint" in line and "no checkpoint was saved" in line, line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "File too large" in summary["error"]
+    assert summary["checkpoint_update"] is None and Checkpointer(out / "checkpoints").steps() == []
+    assert len(pd.read_csv(out / "metrics.csv")) == 2 * 16  # every update was trained and logged
 
 
 def test_checkpoint_write_error_is_one_line():

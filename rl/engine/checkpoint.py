@@ -542,7 +542,6 @@ class Checkpointer:
             return
         manager, failed = self._manager, self._failed
         self._manager = None  # type: ignore[assignment]
-        _quiet(False)
         try:
             if failed is None:
                 with self._writing():
@@ -553,6 +552,8 @@ class Checkpointer:
             except Exception:  # noqa: BLE001 - closing after a failed write may fail again
                 if failed is None and self._failed is None:
                     raise
+            finally:
+                _quiet(False)  # orbax's own report of a failed write stays filtered until here
 
     def __enter__(self) -> Self:
         return self
