@@ -348,11 +348,23 @@ def test_a_failed_checkpoint_write_keeps_the_saved_ones(tmp_path):
 def test_a_failed_final_checkpoint_write_fails_the_run(tmp_path):
     """The final save's files are written while the CLI plots; a failure there still ends the run ``failed``.
 
-    Only the final save (no mid-run ones); the limit leaves room for the metric files, curve.png
-    and params.npz (at most ~75 KB) but not for the checkpoint's data file (~140 KB).
+    Only the final save (no mid-run ones), of a state with 16,384 envs per seed: each env-state
+    leaf (128 KB, the observations 512 KB) is past the limit, which leaves room for every other
+    file (curve.png ~40 KB, params.npz ~6 KB, the metric files a few KB). Sized by leaf, not by
+    total: orbax may write the leaves in one data file or in several.
     """
     out = tmp_path / "run"
-    argv = [*TINY, "--hidden-sizes", "64", "64", "--checkpoint-seconds", "0", "--out", str(out)]
+    argv = [
+        *TINY,
+        "--num-envs",
+        "16384",
+        "--total-timesteps",
+        str(2 * 16384 * 8),
+        "--checkpoint-seconds",
+        "0",
+        "--out",
+        str(out),
+    ]  # 2 updates
     proc = subprocess.run(
         limited([sys.executable, "-m", "experiments.train", *argv], limit_kib=100),
         cwd=ROOT,
@@ -361,13 +373,13 @@ def test_a_failed_final_checkpoint_write_fails_the_run(tmp_path):
         text=True,
         timeout=240,
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_error_line(proc.stderr)
     assert "could not write a checkpoint" in line and "no checkpoint was saved" in line, line
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and "File too large" in summary["error"]
     assert summary["checkpoint_update"] is None and Checkpointer(out / "checkpoints").steps() == []
-    assert len(pd.read_csv(out / "metrics.csv")) == 2 * 16  # every update was trained and logged
+    assert len(pd.read_csv(out / "metrics.csv")) == 2 * 2  # every update was trained and logged
 
 
 def test_checkpoint_write_error_is_one_line():
