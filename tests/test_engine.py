@@ -125,8 +125,10 @@ def test_cli_writes_a_complete_run_folder(tmp_path, capsys):
         "compile_seconds",
         "run_seconds",
         "env_steps_per_second",
+        "finish_seconds",
     ]:
         assert key in summary, key
+    assert summary["finish_seconds"] > 0  # the end work after training: final checkpoint, curve, params
     assert summary["num_seeds"] == 2 and summary["total_timesteps"] == 2560
     assert len(summary["final_return_per_seed"]) == 2
     config = json.loads((out / "config.json").read_text())
