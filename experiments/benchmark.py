@@ -721,6 +721,34 @@ _CALLED = re.compile(r"\b(calls|condition|body|to_apply|true_computation|false_c
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _SLICING = frozenset({"dynamic-slice", "slice", "gather"})  # read only what they return
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# Path components of an op_name that say how a value was traced, not what computes it.
+_TRACING = re.compile(
+    r"^(jit\(.*\)|pjit|vmap\(\)|while|body|cond|closed_call|shard_map|checkpoint|remat|branch_\d+_fun)$"
+)
+REGION_DEPTH = 2  # path components kept in a region's name
+REGIONS_SHOWN = 8  # regions per program in the hlo group's "where the bytes go" table
+
+
+def region(op_name: str, depth: int = REGION_DEPTH) -> str:
+    """The part of the program an instruction's ``op_name`` metadata names, tracing wrappers dropped.
+
+    ``jit(chunk)/vmap()/while/body/closed_call/transpose(jvp(critic))/linear_1/dot_general`` ->
+    ``transpose(jvp(critic))/linear_1``: the network module (haiku or flax names) and, under
+    ``transpose(jvp(...))``, its gradient; an op outside any module keeps its primitive name.
+    """
+    parts = [part for part in op_name.split("/") if part and not _TRACING.match(part)]
+    return "/".join(parts[:depth]) or "(unnamed)"
+
+
+def _kernel_region(ins: Instruction, computations: dict[str, list[Instruction]]) -> str:
+    """A kernel's region: its own op_name, else (a fusion) its root's, else the first one inside it."""
+    found = _OP_NAME.search(ins.attrs)
+    if found is None and ins.op == "fusion":
+        body = computations.get(dict(_CALLED.findall(ins.attrs)).get("calls", ""), [])
+        inner = sorted(body, key=lambda i: not i.root)  # the root first: it is what the fusion writes
+        found = next((m for m in (_OP_NAME.search(i.attrs) for i in inner) if m), None)
+    return region(found.group(1)) if found else f"(unnamed {ins.op})"
 
 
 @dataclass
@@ -786,6 +814,8 @@ class HloCount:
     static_ops: Counter = field(default_factory=Counter)
     loops: int = 0  # while loops in the text, small ones compiled into one kernel included
     unknown_trip_counts: int = 0  # loops whose trip count XLA did not know (counted as 1)
+    region_bytes: Counter = field(default_factory=Counter)  # estimated bytes by :func:`region`
+    region_kernels: Counter = field(default_factory=Counter)  # kernels executed by :func:`region`
 
 
 def _fusion_bytes(ins: Instruction, computations: dict[str, list[Instruction]], shapes: dict[str, str]) -> int:
@@ -859,7 +889,11 @@ def _walk(
             count.ops[op] += times
             count.static_kernels += 1
             count.static_ops[op] += 1
-            count.bytes += times * kernel_bytes(ins, computations, shapes)
+            moved = times * kernel_bytes(ins, computations, shapes)
+            count.bytes += moved
+            where = _kernel_region(ins, computations)
+            count.region_bytes[where] += moved
+            count.region_kernels[where] += times
 
 
 def count_hlo(text: str) -> HloCount:
@@ -871,7 +905,8 @@ def count_hlo(text: str) -> HloCount:
     body counts its known trip count times (XLA records it in ``backend_config``), its
     condition one time more. Bytes are each kernel's operands and result, except that a
     dynamic-update-slice writes only the update in place and a (dynamic) slice or gather
-    reads only what it returns: an estimate of memory traffic, not a measurement.
+    reads only what it returns: an estimate of memory traffic, not a measurement. Both are also
+    split by :func:`region` (``region_bytes``, ``region_kernels``): where in the program they go.
     """
     computations, entry = parse_hlo(text)
     shapes = {ins.name: ins.shape for body in computations.values() for ins in body}
@@ -944,6 +979,19 @@ class HloRow:
     compile_seconds: float
     ops: dict[str, float] = field(default_factory=dict)  # kernels executed per update, by op
     note: str = ""
+    # where the bytes go: [region, MB, kernels] of the REGIONS_SHOWN regions moving the most, then the rest
+    regions: list[list[Any]] = field(default_factory=list)
+
+
+def top_regions(count: HloCount, shown: int = REGIONS_SHOWN) -> list[list[Any]]:
+    """``[region, MB, kernels]`` of the ``shown`` regions moving the most bytes, then one row for the rest."""
+    ranked = count.region_bytes.most_common()
+    rows = [[name, moved / 2**20, count.region_kernels[name]] for name, moved in ranked[:shown]]
+    rest = ranked[shown:]
+    if rest:
+        kernels = sum(count.region_kernels[name] for name, _ in rest)
+        rows.append([f"{len(rest)} other regions", sum(moved for _, moved in rest) / 2**20, kernels])
+    return rows
 
 
 def hlo_row(name: str, seeds: int, body: Any) -> HloRow:
@@ -972,6 +1020,7 @@ def hlo_row(name: str, seeds: int, body: Any) -> HloRow:
         compile_s,
         dict(count.ops),
         note,
+        top_regions(count),
     )
 
 
@@ -999,6 +1048,7 @@ def hlo_group(args: BenchArgs) -> list[HloRow]:
         batch[0].note = "; ".join(filter(None, [batch[0].note, f"vs {base.name}: {op_differences(batch[0], base)}"]))
         rows += batch
         print(hlo_table(batch), flush=True)
+        print(regions_table(batch), flush=True)
     return rows
 
 
@@ -1146,13 +1196,31 @@ def hlo_table(rows: list[HloRow]) -> str:
     return "\n".join(_table(HLO_COLUMNS, [_hlo_cells(r) for r in rows])) + "\n"
 
 
+REGION_COLUMNS = ("program of one update", "seeds", "MB moved (est.)", "share", "kernels run", "region (op_name)")
+
+
+def _region_cells(rows: list[HloRow]) -> list[list[str]]:
+    cells = []
+    for r in rows:
+        total = sum(moved for _, moved, _ in r.regions)
+        for name, moved, kernels in r.regions:
+            share = f"{moved / total:.0%}" if total else ""
+            cells.append([r.name, str(r.seeds), _num(moved, ",.1f"), share, _num(kernels, ",.0f"), name])
+    return cells
+
+
+def regions_table(rows: list[HloRow]) -> str:
+    """Where each program's bytes go, by the ``op_name`` of its kernels (:func:`region`)."""
+    return "\n".join(_table(REGION_COLUMNS, _region_cells(rows))) + "\n"
+
+
 def machine_line(info: dict[str, str]) -> str:
     """``Machine: <cpu>, <n> cores, <devices>, jax <version>`` for the head of a results table."""
     return f"Machine: {info['cpu']}, {info['cores']} cores, {info['devices']}, jax {info['jax']}"
 
 
 def to_markdown(rows: list[Any], info: dict[str, str]) -> str:
-    """The machine, then one table per kind of row (speed, scale, hlo), in that order."""
+    """The machine, then one table per kind of row (speed, scale, hlo and its regions), in that order."""
     lines = [machine_line(info)]
     speed = [r for r in rows if isinstance(r, Row)]
     if speed:
@@ -1166,6 +1234,8 @@ def to_markdown(rows: list[Any], info: dict[str, str]) -> str:
     hlo = [r for r in rows if isinstance(r, HloRow)]
     if hlo:
         lines += ["", *_table(HLO_COLUMNS, [_hlo_cells(r) for r in hlo])]
+        if any(r.regions for r in hlo):
+            lines += ["", "Where the bytes go:", "", *_table(REGION_COLUMNS, _region_cells(hlo))]
     return "\n".join(lines) + "\n"
 
 

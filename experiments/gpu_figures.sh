@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10's GPU figures in one bounded run on a lent GPU machine (no package registry there; see
 # the project's shared/gpu/README.md): the scale group (rl.train, the CLI, env only, PureJaxRL's own
-# ppo.py and the replica, one process each) and the hlo group (kernels and bytes of one update), at
+# ppo.py and the replica, one process each) and the hlo group (kernels and bytes of one update, and
+# which parts of the program move the bytes), at
 # 1 and 2048 seeds of PPO on CartPole-v1 at the purejaxrl-cartpole preset, 5e5 env steps per seed.
 #
 # Prepare on this machine, from the project root:

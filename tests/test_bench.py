@@ -243,6 +243,41 @@ def test_count_hlo_applies_trip_counts_and_in_place_updates():
     # 4-byte index and writes the 16-byte row, not the 48-byte buffer; copy 16 + 16; the small loop
     # reads 4 + 16 and writes 4 + 16; compare reads 4 + 4 and writes a 1-byte pred
     assert count.bytes == (48 + 4) + 3 * ((16 + 4 + 16) + 32 + 40) + 4 * 9
+    # no op_name metadata in this text: every kernel is in the unnamed region of its op
+    assert sum(count.region_bytes.values()) == count.bytes
+    assert count.region_kernels["(unnamed fusion)"] == 3 and count.region_kernels["(unnamed compare)"] == 4
+
+
+def test_region_drops_the_tracing_wrappers_of_an_op_name():
+    name = "jit(chunk)/vmap()/while/body/closed_call/while/body/closed_call/transpose(jvp(critic))/linear_1/dot_general"
+    assert benchmark.region(name) == "transpose(jvp(critic))/linear_1"
+    assert benchmark.region(name, depth=1) == "transpose(jvp(critic))"
+    assert benchmark.region("jit(train)/vmap()/cond/branch_1_fun/add") == "add"
+    assert benchmark.region("jit(f)/vmap()") == "(unnamed)"
+
+
+def test_count_hlo_says_which_region_moves_the_bytes():
+    import jax
+
+    def program(x, y, v):
+        with jax.named_scope("big"):
+            z = x @ y  # reads 2 x 256 KB, writes 256 KB
+        with jax.named_scope("small"):
+            w = v * 2.0 + 1.0  # 64 bytes in, 64 out
+        return z, w
+
+    square = jnp.ones((256, 256))
+    text = jax.jit(program).lower(square, square, jnp.ones((16,))).compile().as_text()
+    count = benchmark.count_hlo(text)
+    assert sum(count.region_bytes.values()) == count.bytes
+    assert sum(count.region_kernels.values()) == count.kernels
+    big = sum(moved for name, moved in count.region_bytes.items() if name.startswith("big"))
+    small = sum(moved for name, moved in count.region_bytes.items() if name.startswith("small"))
+    assert big >= 3 * 256 * 256 * 4 and 0 < small < 1024, dict(count.region_bytes)
+    rows = benchmark.top_regions(count, shown=1)
+    assert rows[0][0].startswith("big") and rows[0][1] == big / 2**20
+    assert rows[-1][0] == f"{len(count.region_bytes) - 1} other regions"
+    assert sum(r[1] for r in rows) == count.bytes / 2**20
 
 
 def test_shape_bytes():
