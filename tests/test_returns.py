@@ -7,7 +7,7 @@ import pytest
 import rlax
 from absl.testing import parameterized
 
-from rl.device.returns import gae_advantages, n_step_targets
+from rl.device.returns import SUM_UNROLL, _discounted_sum, gae_advantages, n_step_targets
 
 
 @pytest.fixture(autouse=True)
@@ -62,11 +62,22 @@ def _episodes(seed, T=12, B=5):
     return r, v, boot, term, trunc
 
 
+@pytest.mark.parametrize("T", [1, SUM_UNROLL - 1, SUM_UNROLL, 2 * SUM_UNROLL + 5, 128])
+def test_unrolled_sum_is_rlax_recursion_at_every_length(T):
+    # The reverse sum runs SUM_UNROLL steps per loop iteration: a length it does not divide leaves a
+    # remainder, where an off-by-one (a step dropped, or summed twice) is off by O(1), not rounding.
+    rng = np.random.default_rng(T)
+    x = rng.normal(size=(T, 3)).astype(np.float32)
+    d = rng.uniform(0.5, 1.0, size=(T, 3)).astype(np.float32)
+    ref = jax.vmap(lambda x, d: rlax.discounted_returns(x, d, 0.0), in_axes=1, out_axes=1)(x, d)
+    np.testing.assert_allclose(jax.jit(_discounted_sum)(x, d), ref, rtol=1e-5, atol=1e-5)
+
+
 class GaeTest(parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters((0, 0.99, 0.95), (1, 0.9, 1.0), (2, 0.97, 0.0))
-    def test_matches_numpy_reference(self, seed, gamma, lam):
-        r, v, boot, term, trunc = _episodes(seed)
+    @parameterized.parameters((0, 0.99, 0.95, 12), (1, 0.9, 1.0, 12), (2, 0.97, 0.0, 12), (3, 0.99, 0.95, 37))
+    def test_matches_numpy_reference(self, seed, gamma, lam, T):
+        r, v, boot, term, trunc = _episodes(seed, T)
         adv, ret = self.variant(gae_advantages)(r, v, boot, term, trunc, gamma, lam)
         expected = numpy_gae(r, v, boot, term, trunc, gamma, lam)
         np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-5)
