@@ -42,7 +42,7 @@ import envs
 from agents.networks import ACTIVATION, MIN_STD, MLP, check_gaussian_options, linear_head, policy_distribution
 from rl.device import onpolicy
 from rl.device.returns import gae_advantages
-from rl.device.rollout import EpisodeStats, env_step
+from rl.device.rollout import EpisodeStats, env_step, scan_rows
 from rl.engine.runner import Algorithm, bind
 from rl.errors import Count, NonNegative, Positive, Unit, Widths, check, one_of, validate_config, validate_hyper
 
@@ -270,9 +270,9 @@ def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
         return (env_state, obs, first, carry, stats + step_stats), transition
 
     keys = jax.random.split(key, static.config.num_steps)
-    start = (state.env_state, state.obs, state.first, state.carry, EpisodeStats.zero())
-    (env_state, obs, first, carry, episodes), transitions = jax.lax.scan(step, start, keys)
-    return transitions, env_state, obs, first, carry, episodes
+    start = (state.env_state, state.obs, state.first, state.carry, EpisodeStats.zero(state.first.shape))
+    (env_state, obs, first, carry, episodes), transitions = scan_rows(step, start, keys, state.first.shape[0])
+    return transitions, env_state, obs, first, carry, episodes.total()
 
 
 def targets(static: Static, params: hk.Params, transitions, start_carry: Any, hyper: Hyper) -> Batch:

@@ -42,7 +42,7 @@ import optax
 import envs
 from agents.networks import ACTIVATION, MLP, TORSO, check_torso, flat_features, linear_head
 from rl.device import offpolicy, replay
-from rl.device.rollout import EpisodeStats, env_step, rollout
+from rl.device.rollout import EpisodeStats, env_step, rollout, scan_rows
 from rl.engine.runner import Algorithm, bind
 from rl.errors import (
     Count,
@@ -499,9 +499,9 @@ def _collect_colored(static: Static, state: State, key: chex.PRNGKey, explore: A
         return (env_state, obs, noise, stats + step_stats), transition
 
     keys = jax.random.split(key, static.config.train_frequency)
-    carry = (state.env_state, state.obs, state.noise, EpisodeStats.zero())
-    (env_state, obs, noise, episodes), transitions = jax.lax.scan(step, carry, keys)
-    return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes, noise
+    carry = (state.env_state, state.obs, state.noise, EpisodeStats.zero(state.obs.shape[:1]))
+    (env_state, obs, noise, episodes), transitions = scan_rows(step, carry, keys, state.obs.shape[0])
+    return replay.add_rollout(static.buffer, state.buffer_state, transitions), env_state, obs, episodes.total(), noise
 
 
 def _critic_target(static: Static, params: Params, batch: replay.Stored, key, alpha, gamma) -> Array:

@@ -110,3 +110,65 @@ def test_successor_values_equal_valuing_every_successor(max_steps):
         shifted = np.asarray(transitions.extras)[1:]
         cut = truncated[:-1]
         assert cut.any() and not np.allclose(shifted[cut], np.asarray(every)[:-1][cut])
+
+
+def test_packed_rows_give_back_every_leaf_bit_for_bit():
+    from rl.device.rollout import PackedRows
+
+    B, T = 3, 5
+    rng = np.random.default_rng(0)
+    special = np.array([np.nan, -0.0, 1e-45, np.inf, -np.inf, 3.5], np.float32)  # NaN, signed zero, denormal
+    steps = [
+        {
+            "obs": jnp.asarray(rng.choice(special, (B, 2, 2))),
+            "action": jnp.asarray(rng.integers(-(2**31), 2**31 - 1, B), jnp.int32),
+            "flag": jnp.asarray(rng.random(B) < 0.5),
+            "bits": jnp.asarray(rng.integers(0, 2**32 - 1, (B, 1)), jnp.uint32),
+            "half": jnp.asarray(rng.normal(size=B), jnp.float16),  # not packed: another dtype
+            "other_axis": jnp.asarray(rng.normal(size=(B + 1,)), jnp.float32),  # not packed: not [B, ...]
+            "scalar": jnp.float32(t),  # not packed: no axis
+        }
+        for t in range(T)
+    ]
+    rows = PackedRows(B)
+    packed = [rows.pack(step) for step in steps]
+    assert packed[0][0].shape == (B, 4 + 1 + 1 + 1) and packed[0][0].dtype == jnp.uint32
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *packed)
+    got = rows.unpack(stacked)
+    want = jax.tree.map(lambda *xs: jnp.stack(xs), *steps)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
+        as_bits = lambda x: np.asarray(x).view(np.uint8)  # noqa: E731  (NaN == NaN, -0.0 != 0.0)
+        np.testing.assert_array_equal(as_bits(got[name]), as_bits(want[name]), err_msg=name)
+
+
+def test_rollout_is_the_steps_one_by_one():
+    """The scan (per-env episode sums; the rows packed off the CPU) against stepping in a Python loop."""
+    import gymnax
+
+    import envs
+    from rl.device.rollout import EpisodeStats, env_step, rollout
+
+    env, params = gymnax.make("CartPole-v1")
+    params = params.replace(max_steps_in_episode=16)  # truncations and terminations within 60 steps
+    venv = envs.vectorize(env, 4)
+    obs, state = venv.reset(jax.random.key(0), params)
+
+    def policy(obs, key):
+        return jax.random.randint(key, (4,), 0, 2), {"value": obs.sum(-1), "half": obs[:, 0].astype(jnp.float16)}
+
+    transitions, end_state, end_obs, stats = jax.jit(rollout, static_argnums=(0, 2, 6))(
+        venv, params, policy, state, obs, jax.random.key(1), 60
+    )
+    total, want = EpisodeStats.zero(), []
+    for step_key in jax.random.split(jax.random.key(1), 60):
+        act_key, env_key = jax.random.split(step_key)
+        action, extras = policy(obs, act_key)
+        transition, state, obs, step_stats = env_step(venv, params, state, obs, action, env_key, extras)
+        total, want = total + step_stats.total(), want + [transition]
+    want = jax.tree.map(lambda *xs: jnp.stack(xs), *want)
+    assert int(total.count) > 4 and bool(jnp.any(want.truncated)) and bool(jnp.any(want.terminated))
+    jax.tree.map(np.testing.assert_array_equal, transitions, want)
+    jax.tree.map(np.testing.assert_array_equal, (end_state, end_obs), (state, obs))
+    np.testing.assert_allclose(np.asarray(stats), np.asarray(total), rtol=1e-6)
