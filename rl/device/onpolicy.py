@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import rlax
+from jax.flatten_util import ravel_pytree
 
 from rl.errors import check
 
@@ -281,18 +282,27 @@ def epochs(
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     minibatch_size = batch_size // num_minibatches
 
+    # The metrics are summed in the loops' carry as one vector and divided once at the end.
+    # Stacking them per step instead writes each metric to its row of an [epochs, minibatches]
+    # array at every step, and summing them one by one adds each scalar on its own: either way
+    # one kernel per metric per step on a GPU (7 of PPO's 63 per minibatch step at 1 seed).
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((minibatch_size, *x.shape[1:]), x.dtype), batch)
+    shapes = jax.eval_shape(lambda p, o, mb: gradient_step(loss_fn, tx, p, o, mb)[2], params, opt_state, one)
+    zeros, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
     def minibatch_step(carry, minibatch):
-        params, opt_state, metrics = gradient_step(loss_fn, tx, *carry, minibatch)
-        return (params, opt_state), metrics
+        params, opt_state, sums = carry
+        params, opt_state, metrics = gradient_step(loss_fn, tx, params, opt_state, minibatch)
+        return (params, opt_state, sums + ravel_pytree(metrics)[0]), None
 
     def epoch(carry, epoch_key):
         perm = permutation(epoch_key, batch_size)
         minibatches = jax.tree.map(lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch)
-        return jax.lax.scan(minibatch_step, carry, minibatches)
+        return jax.lax.scan(minibatch_step, carry, minibatches)[0], None
 
     keys = jax.random.split(key, update_epochs)
-    (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), keys)
-    return params, opt_state, jax.tree.map(jnp.mean, metrics)
+    (params, opt_state, sums), _ = jax.lax.scan(epoch, (params, opt_state, zeros), keys)
+    return params, opt_state, unravel(sums / (update_epochs * num_minibatches))
 
 
 def learn(
