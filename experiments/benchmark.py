@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import gpu_target
 from experiments.baselines import purejaxrl_checkout as checkout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,8 @@ class BenchArgs:
     """scale group: rounds per seed count, each running every process once in turn (interleaved, so a
     slow spell of a shared machine falls on all of them); a row is the round with its median run time"""
     keep_runs: bool = False
+    hlo_target: str = "host"
+    """hlo group: compile for this machine's devices ("host"), or for a GPU without one ("h100", "h200"; needs jax's CUDA plugin, see experiments/gpu_target.py)"""
     """scale group: keep the CLI's run folders (hundreds of MB at 2048 seeds) in the output folder"""
 
 
@@ -929,11 +932,14 @@ def update_body(closed_jaxpr: Any, num_updates: int) -> Any:
     raise ValueError(f"no scan over {num_updates} updates in the traced program")
 
 
-def compile_update(body: Any) -> Any:
-    """``body`` (a closed jaxpr) compiled on its own: its carry and constants become parameters."""
+def compile_update(body: Any, sharding: Any = None) -> Any:
+    """``body`` (a closed jaxpr) compiled on its own: its carry and constants become parameters.
+
+    ``sharding`` places them on another target's device (``gpu_target.sharding``): the program is
+    then compiled for that target, which need not be on this machine."""
     from jax.extend import core as jcore
 
-    avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in body.in_avals]
+    avals = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding) for a in body.in_avals]
     return jax.jit(jcore.jaxpr_as_fun(body)).lower(*avals).compile()
 
 
@@ -981,6 +987,7 @@ class HloRow:
     note: str = ""
     # where the bytes go: [region, MB, kernels] of the REGIONS_SHOWN regions moving the most, then the rest
     regions: list[list[Any]] = field(default_factory=list)
+    target: str = gpu_target.HOST  # what the program was compiled for (experiments/gpu_target.py)
 
 
 def top_regions(count: HloCount, shown: int = REGIONS_SHOWN) -> list[list[Any]]:
@@ -994,10 +1001,11 @@ def top_regions(count: HloCount, shown: int = REGIONS_SHOWN) -> list[list[Any]]:
     return rows
 
 
-def hlo_row(name: str, seeds: int, body: Any) -> HloRow:
-    """Compile one update's program and count it."""
+def hlo_row(name: str, seeds: int, body: Any, target: str = gpu_target.HOST) -> HloRow:
+    """Compile one update's program for ``target`` and count it."""
+    sharding = gpu_target.sharding(target)
     t0 = time.perf_counter()
-    compiled = compile_update(body)
+    compiled = compile_update(body, sharding)
     compile_s = time.perf_counter() - t0
     count = count_hlo(compiled.as_text())
     cost = compiled.cost_analysis()
@@ -1021,6 +1029,7 @@ def hlo_row(name: str, seeds: int, body: Any) -> HloRow:
         dict(count.ops),
         note,
         top_regions(count),
+        target,
     )
 
 
@@ -1034,8 +1043,10 @@ def op_differences(row: HloRow, base: HloRow, top: int = 4) -> str:
 def hlo_group(args: BenchArgs) -> list[HloRow]:
     """One update of the library, PureJaxRL (if given) and the replica: kernels and bytes, compiled on its own."""
     config, hyper = scale_settings(args)
+    gpu_target.check(args.hlo_target)
     module = checkout.load_purejaxrl(args.purejaxrl) if args.purejaxrl else None
     rows: list[HloRow] = []
+    print(f"  one update compiled for {gpu_target.describe(args.hlo_target)}", flush=True)
     for n in seeds_for(args, "hlo"):
         updates = 3 if n != 3 else 4  # a length no other scan at the top of these programs has
         cfg = dataclasses.replace(config, total_timesteps=updates * config.batch_size)
@@ -1043,7 +1054,7 @@ def hlo_group(args: BenchArgs) -> list[HloRow]:
         if module is not None:
             programs.append(("PureJaxRL ppo.py", lambda: _purejaxrl_training(module, cfg, hyper, n)))
         programs.append(("replica (experiments/baselines)", lambda: _replica_training(cfg, hyper, n)))
-        batch = [hlo_row(name, n, update_body(trace(), updates)) for name, trace in programs]
+        batch = [hlo_row(name, n, update_body(trace(), updates), args.hlo_target) for name, trace in programs]
         base = batch[1] if module is not None else batch[-1]
         batch[0].note = "; ".join(filter(None, [batch[0].note, f"vs {base.name}: {op_differences(batch[0], base)}"]))
         rows += batch
@@ -1233,7 +1244,13 @@ def to_markdown(rows: list[Any], info: dict[str, str]) -> str:
         lines += ["", *_table(SCALE_COLUMNS, [_scale_cells(r) for r in scale])]
     hlo = [r for r in rows if isinstance(r, HloRow)]
     if hlo:
-        lines += ["", *_table(HLO_COLUMNS, [_hlo_cells(r) for r in hlo])]
+        targets = sorted({gpu_target.describe(r.target) for r in hlo})
+        lines += [
+            "",
+            f"One update compiled for {', '.join(targets)}:",
+            "",
+            *_table(HLO_COLUMNS, [_hlo_cells(r) for r in hlo]),
+        ]
         if any(r.regions for r in hlo):
             lines += ["", "Where the bytes go:", "", *_table(REGION_COLUMNS, _region_cells(hlo))]
     return "\n".join(lines) + "\n"
@@ -1278,6 +1295,12 @@ def check_args(args: BenchArgs) -> str | None:
     if args.seeds is not None and (not args.seeds or min(args.seeds) < 1):
         return f"error: --seeds={list(args.seeds)} is invalid: must be one or more integers >= 1"
     groups = set(args.only or GROUPS)
+    if args.hlo_target != gpu_target.HOST and "hlo" not in groups:
+        return f"error: --hlo-target={args.hlo_target} applies to the hlo group only; add it with --only hlo"
+    try:
+        gpu_target.check(args.hlo_target)
+    except gpu_target.TargetError as err:
+        return f"error: {err}"
     if args.purejaxrl is not None:
         try:
             checkout.purejaxrl_ppo_file(args.purejaxrl)
@@ -1303,6 +1326,7 @@ def main(argv=None) -> int:
 
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     args = tyro.cli(BenchArgs, args=argv, config=(tyro.conf.FlagConversionOff,))
+    gpu_target.use_cpu_backend(args.hlo_target)  # before anything starts jax's backends
     error = check_args(args)
     if error:
         print(error)

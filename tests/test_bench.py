@@ -352,3 +352,36 @@ def test_purejaxrl_loads_with_stubs_and_shims(fake_purejaxrl):
     # the initialiser mapped seed by seed gives each seed what it gives that seed alone
     for key, w in zip(keys, weights):
         assert (w == orthogonal(1.0)(key, (3, 3))).all()
+
+
+def test_hlo_target_is_checked_before_anything_compiles(monkeypatch):
+    import sys
+
+    unknown = benchmark.check_args(benchmark.BenchArgs(only=("hlo",), hlo_target="a100"))
+    assert unknown.startswith("error: --hlo-target 'a100'") and "'host'" in unknown and "'h200'" in unknown
+    elsewhere = benchmark.check_args(benchmark.BenchArgs(only=("scale",), hlo_target="h200"))
+    assert "applies to the hlo group only" in elsewhere
+    monkeypatch.setitem(sys.modules, "jax_plugins.xla_cuda13", None)  # the plugin not installed
+    missing = benchmark.check_args(benchmark.BenchArgs(only=("hlo",), hlo_target="h200"))
+    assert "needs jax's CUDA plugin" in missing and "jax-cuda13-plugin==" in missing
+    assert benchmark.check_args(benchmark.BenchArgs(only=("hlo",))) is None  # the host needs nothing
+
+
+def test_one_update_compiled_for_an_h200_runs_fewer_kernels_than_purejaxrls(tmp_path):
+    """Where jax's CUDA plugin is installed (experiments/gpu_target.py), the GPU compiler's own
+    program of one update at the preset's sizes: fewer kernels than PureJaxRL's (the replica,
+    whose GPU program counted the same as ppo.py's: 5,045 kernels). Before the rollout summed its
+    episode statistics per env and the reverse sums were unrolled, the library's ran 6,340."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax_plugins.xla_cuda13", reason="jax's CUDA plugin is not installed (gpu_target.py)")
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "experiments.benchmark", "--only", "hlo", "--hlo-target", "h200", "--seeds", "1"]
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {r["name"].split(" (")[0]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    assert {r["target"] for r in rows.values()} == {"h200"}
+    assert "One update compiled for NVIDIA H200" in (out / "bench.md").read_text()
+    assert rows["this library"]["kernels"] < rows["replica"]["kernels"]
