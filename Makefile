@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint format bench validate install lock clean
+.PHONY: run test lint format bench validate install lock clean gpu-compiler
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -41,6 +41,14 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.benchmark $(if $(PUREJAXRL),--purejaxrl $(PUREJAXRL)) $(BENCH_ARGS)
 
+# jax's CUDA compiler plugin at the venv's jax version, without CUDA's libraries (no GPU needed),
+# in a folder of its own that only `--hlo-target` puts on the path (in the venv, every jax process
+# would try to start a GPU and print why it could not): then `make bench BENCH_ARGS="--only hlo
+# --hlo-target h200"` counts an H200's kernels here
+gpu-compiler: $(STAMP)
+	v=$$($(PY) -c 'import jax; print(jax.__version__)') && \
+		$(PY) -m pip install --quiet --no-deps --upgrade --target .gpu-compiler "jax-cuda13-plugin==$$v" "jax-cuda13-pjrt==$$v"
+
 validate: $(STAMP)
 	$(PY) -m experiments.validate
 
@@ -52,4 +60,4 @@ lock:
 		--upgrade --quiet -o $(LOCK)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .gpu-compiler

@@ -9,13 +9,17 @@ GPU compiler (ptxas included) without a device: the same fusion decisions and ke
 GPU machine's jax makes, except for autotuning, which needs the device (GEMM tilings then take
 their defaults; the count of kernels does not change).
 
-Install the plugin matching jax into the project's venv, without its CUDA libraries (the
-compiler loads none of them):
-``.venv/bin/pip install --no-deps jax-cuda13-plugin==<jax version> jax-cuda13-pjrt==<jax version>``.
+``make gpu-compiler`` installs the plugin matching jax, without its CUDA libraries (the compiler
+loads none of them), into ``.gpu-compiler/`` beside the project, not into the venv: installed
+there, every jax process would try to start a GPU at its first device query and print why it
+could not. ``check`` puts that folder on ``sys.path`` for a GPU target only; a plugin installed
+in the environment itself is used as it is.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 # The GPU descriptions XLA's cost model and code generator read (xla/stream_executor's
@@ -51,6 +55,20 @@ TARGETS = {
     "h200": dict(name="NVIDIA H200", bandwidth=4_800_000_000_000, memory=150_120_000_000),
 }
 HOST = "host"
+PLUGIN_FOLDER = Path(__file__).resolve().parent.parent / ".gpu-compiler"  # where `make gpu-compiler` installs
+
+
+def plugin_available() -> bool:
+    """Whether jax's CUDA 13 plugin imports, from the environment or from ``PLUGIN_FOLDER``
+    (added to ``sys.path`` here; jax finds its plugins there when its backends start)."""
+    import importlib.util
+
+    if PLUGIN_FOLDER.is_dir() and str(PLUGIN_FOLDER) not in sys.path:
+        sys.path.append(str(PLUGIN_FOLDER))
+    try:
+        return importlib.util.find_spec("jax_plugins.xla_cuda13") is not None
+    except ImportError:  # no jax_plugins package at all
+        return False
 
 
 class TargetError(ValueError):
@@ -70,15 +88,13 @@ def check(target: str) -> None:
         return
     if target not in TARGETS:
         raise TargetError(f"--hlo-target {target!r}: allowed are {HOST!r} and {', '.join(map(repr, TARGETS))}")
-    try:
-        import jax_plugins.xla_cuda13  # noqa: F401  (jax's CUDA 13 PJRT plugin)
-    except ImportError:
+    if not plugin_available():
         import jax
 
         raise TargetError(
             f"--hlo-target {target}: compiling for a GPU needs jax's CUDA plugin, which is not installed; "
-            f"`.venv/bin/pip install --no-deps jax-cuda13-plugin=={jax.__version__} "
-            f"jax-cuda13-pjrt=={jax.__version__}` adds it (no GPU needed)"
+            f"`make gpu-compiler` adds it (pip install --no-deps jax-cuda13-plugin=={jax.__version__} "
+            f"jax-cuda13-pjrt=={jax.__version__}; no GPU needed)"
         ) from None
 
 

@@ -355,19 +355,19 @@ def test_purejaxrl_loads_with_stubs_and_shims(fake_purejaxrl):
 
 
 def test_hlo_target_is_checked_before_anything_compiles(monkeypatch):
-    import sys
-
     unknown = benchmark.check_args(benchmark.BenchArgs(only=("hlo",), hlo_target="a100"))
     assert unknown.startswith("error: --hlo-target 'a100'") and "'host'" in unknown and "'h200'" in unknown
     elsewhere = benchmark.check_args(benchmark.BenchArgs(only=("scale",), hlo_target="h200"))
     assert "applies to the hlo group only" in elsewhere
-    monkeypatch.setitem(sys.modules, "jax_plugins.xla_cuda13", None)  # the plugin not installed
+    from experiments import gpu_target
+
+    monkeypatch.setattr(gpu_target, "plugin_available", lambda: False)
     missing = benchmark.check_args(benchmark.BenchArgs(only=("hlo",), hlo_target="h200"))
     assert "needs jax's CUDA plugin" in missing and "jax-cuda13-plugin==" in missing
     assert benchmark.check_args(benchmark.BenchArgs(only=("hlo",))) is None  # the host needs nothing
 
 
-def test_one_update_compiled_for_an_h200_runs_fewer_kernels_than_purejaxrls(tmp_path):
+def test_one_update_compiled_for_an_h200_runs_fewer_kernels_than_purejaxrls(tmp_path, monkeypatch):
     """Where jax's CUDA plugin is installed (experiments/gpu_target.py), the GPU compiler's own
     program of one update at the preset's sizes: fewer kernels than PureJaxRL's (the replica,
     whose GPU program counted the same as ppo.py's: 5,045 kernels). Before the rollout summed its
@@ -376,7 +376,11 @@ def test_one_update_compiled_for_an_h200_runs_fewer_kernels_than_purejaxrls(tmp_
     import subprocess
     import sys
 
-    pytest.importorskip("jax_plugins.xla_cuda13", reason="jax's CUDA plugin is not installed (gpu_target.py)")
+    from experiments import gpu_target
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # this process keeps its path: only the bench's uses the plugin
+    if not gpu_target.plugin_available():
+        pytest.skip("jax's CUDA plugin is not installed (`make gpu-compiler`)")
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "experiments.benchmark", "--only", "hlo", "--hlo-target", "h200", "--seeds", "1"]
     done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
