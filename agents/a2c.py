@@ -181,19 +181,20 @@ act = actor_critic_act  # actions for a batch of observations `[B, ...]` (mode i
 
 
 def collect(static: Static, state: State, hyper: Hyper, key: chex.PRNGKey):
-    """Roll the current policy out for num_steps in every env; extras are the values V(s_t)."""
+    """Roll the current policy out for num_steps in every env (no extras: the critic is run by
+    ``targets`` on the whole batch at once, as in ``agents.ppo.collect``)."""
 
     def policy(obs, k):
-        dist, value = _policy(static, state.params, obs)
-        return dist.sample(seed=k), value
+        dist, _ = _policy(static, state.params, obs)
+        return dist.sample(seed=k), None
 
     return rollout(static.env, static.env_params, policy, state.env_state, state.obs, key, static.config.num_steps)
 
 
 def targets(static: Static, params: hk.Params, transitions, hyper: Hyper) -> Batch:
     """GAE(lambda) advantages and value targets, flattened to a `[T * B]` batch."""
-    value = transitions.extras
     value_of = lambda obs: static.network.apply(params, obs)[1]  # noqa: E731
+    value = value_of(onpolicy.flatten_time(transitions.obs)).reshape(transitions.reward.shape)
     next_value = onpolicy.successor_values(value_of, value, transitions, static.truncation_bound)
     advantage, target = gae_advantages(
         hyper.reward_scale * transitions.reward,
