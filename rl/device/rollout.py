@@ -110,14 +110,14 @@ def rollout(env, env_params, policy: Policy, env_state, obs: Array, key, num_ste
       carry after the last step and ``stats`` sums the episodes that ended (scalar leaves).
     """
 
-    def step(carry, step_key):
+    def step(carry, step_keys):
         env_state, obs, stats = carry
-        act_key, env_key = jax.random.split(step_key)
+        act_key, env_key = step_keys
         action, extras = policy(obs, act_key)
         transition, env_state, obs, step_stats = env_step(env, env_params, env_state, obs, action, env_key, extras)
         return (env_state, obs, stats + step_stats), transition
 
-    keys = jax.random.split(key, num_steps)
+    keys = jax.vmap(jax.random.split)(jax.random.split(key, num_steps))  # [T, 2]: each step's (act, env) keys
     start = (env_state, obs, EpisodeStats.zero(obs.shape[:1]))
     (env_state, obs, stats), transitions = scan_rows(step, start, keys, obs.shape[0])
     return transitions, env_state, obs, stats.total()
